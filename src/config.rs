@@ -1,0 +1,203 @@
+//! Configuration: every setting is a flag and an environment variable (the flag wins).
+//!
+//! clap reads both; this module turns the parsed strings into typed values once, so the rest
+//! of the program never sees an unparsed duration, size or JSON object.
+
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+use serde_json::value::RawValue;
+
+/// Settings shared by every command that opens the database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// SQLite database URL; the file is created if missing.
+    #[arg(
+        long,
+        env = "THREADKEEPER_DATABASE_URL",
+        default_value = "sqlite://threadkeeper.db"
+    )]
+    pub database_url: String,
+}
+
+/// The `serve` command's settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address to listen on (port 0 picks a free port; the chosen one is logged).
+    #[arg(long, env = "THREADKEEPER_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// OpenRouter's API base URL.
+    #[arg(
+        long,
+        env = "OPENROUTER_BASE_URL",
+        default_value = "https://openrouter.ai/api/v1"
+    )]
+    pub upstream_url: String,
+
+    /// Model used when neither the thread nor the turn names one.
+    #[arg(
+        long,
+        env = "THREADKEEPER_DEFAULT_MODEL",
+        default_value = "deepseek/deepseek-v3.2-exp"
+    )]
+    pub default_model: String,
+
+    /// OpenRouter reasoning object used when neither the thread nor the turn sets one.
+    #[arg(
+        long,
+        env = "THREADKEEPER_DEFAULT_REASONING",
+        default_value = r#"{"enabled":true}"#
+    )]
+    pub default_reasoning: String,
+
+    /// Total time allowed for one upstream call (e.g. `600s`, `10m`).
+    #[arg(long, env = "THREADKEEPER_UPSTREAM_TIMEOUT", default_value = "600s")]
+    pub upstream_timeout: String,
+
+    /// Largest accepted request body (e.g. `8MiB`, `512KiB`, `1000000`).
+    #[arg(long, env = "THREADKEEPER_MAX_BODY", default_value = "8MiB")]
+    pub max_body: String,
+
+    /// Upstream calls per turn in total, retries included.
+    #[arg(long, env = "THREADKEEPER_UPSTREAM_ATTEMPTS", default_value_t = 3)]
+    pub upstream_attempts: u32,
+
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "THREADKEEPER_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+}
+
+/// Typed configuration of a running service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: String,
+    pub database_url: String,
+    pub upstream_url: String,
+    /// `None`: turns answer 503 `upstream_not_configured`.
+    pub api_key: Option<SecretString>,
+    pub default_model: String,
+    pub default_reasoning: Box<RawValue>,
+    pub upstream: UpstreamTimeouts,
+    pub max_body: usize,
+    pub upstream_attempts: u32,
+    /// How long a turn's hold on its thread lasts without renewal.
+    pub lease_ttl: Duration,
+}
+
+/// Timeouts that fit reasoning models: connecting and receiving the response head must be
+/// quick, the whole answer may take minutes.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub total: Duration,
+}
+
+impl UpstreamTimeouts {
+    pub fn from_total(total: Duration) -> Self {
+        Self {
+            connect: total.min(Duration::from_secs(10)),
+            first_byte: total.min(Duration::from_secs(60)),
+            total,
+        }
+    }
+}
+
+impl Config {
+    /// Validates the parsed arguments; the error says which setting is wrong and why.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, String> {
+        let default_reasoning = parse_json_object(&args.default_reasoning)
+            .map_err(|e| format!("--default-reasoning: {e}"))?;
+        let total = humantime::parse_duration(&args.upstream_timeout)
+            .map_err(|e| format!("--upstream-timeout: {e} (use e.g. 600s or 10m)"))?;
+        if total.is_zero() {
+            return Err("--upstream-timeout must be greater than zero".into());
+        }
+        let max_body = parse_size(&args.max_body).map_err(|e| format!("--max-body: {e}"))?;
+        if args.upstream_attempts == 0 {
+            return Err("--upstream-attempts must be at least 1".into());
+        }
+        if args.default_model.trim().is_empty() {
+            return Err("--default-model must not be empty".into());
+        }
+        let api_key = std::env::var("OPENROUTER_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(SecretString::from);
+        Ok(Self {
+            bind: args.bind.clone(),
+            database_url: args.database.database_url.clone(),
+            upstream_url: args.upstream_url.trim_end_matches('/').to_owned(),
+            api_key,
+            default_model: args.default_model.clone(),
+            default_reasoning,
+            upstream: UpstreamTimeouts::from_total(total),
+            max_body,
+            upstream_attempts: args.upstream_attempts,
+            lease_ttl: Duration::from_secs(30),
+        })
+    }
+}
+
+fn parse_json_object(text: &str) -> Result<Box<RawValue>, String> {
+    let raw: Box<RawValue> =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    if !raw.get().starts_with('{') {
+        return Err("must be a JSON object".into());
+    }
+    Ok(raw)
+}
+
+/// Parses `8MiB`, `512KiB`, `2MB`, `1000` (bytes).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (use e.g. 8MiB)"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown unit `{other}` (use B, KiB, MiB, GiB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("8 parsecs").is_err());
+    }
+
+    #[test]
+    fn default_reasoning_must_be_an_object() {
+        assert!(parse_json_object(r#"{"enabled":true}"#).is_ok());
+        assert!(parse_json_object("true").is_err());
+        assert!(parse_json_object("{").is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! A small JSON object writer that splices stored raw values in as they are.
+//!
+//! Responses and upstream request bodies are written with it rather than through
+//! `serde_json::Value`, which would re-serialise (and so alter) the raw values.
+
+/// Appends `value` to `out` as a JSON string literal.
+pub fn push_str_literal(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Writes one JSON object field by field. Keys are trusted (program constants or keys that
+/// were read from JSON and are written back escaped).
+pub struct ObjectWriter {
+    out: String,
+    empty: bool,
+}
+
+impl Default for ObjectWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ObjectWriter {
+    pub fn new() -> Self {
+        Self::with_capacity(256)
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut out = String::with_capacity(capacity);
+        out.push('{');
+        Self { out, empty: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        push_str_literal(&mut self.out, key);
+        self.out.push(':');
+    }
+
+    /// A raw JSON value, written byte for byte.
+    pub fn raw(&mut self, key: &str, raw: &str) -> &mut Self {
+        self.key(key);
+        self.out.push_str(raw);
+        self
+    }
+
+    pub fn opt_raw(&mut self, key: &str, raw: Option<&str>) -> &mut Self {
+        if let Some(raw) = raw {
+            self.raw(key, raw);
+        }
+        self
+    }
+
+    pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        push_str_literal(&mut self.out, value);
+        self
+    }
+
+    pub fn opt_string(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.string(key, value);
+        }
+        self
+    }
+
+    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+        self.key(key);
+        self.out.push_str(&value.to_string());
+        self
+    }
+
+    pub fn opt_int(&mut self, key: &str, value: Option<i64>) -> &mut Self {
+        if let Some(value) = value {
+            self.int(key, value);
+        }
+        self
+    }
+
+    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    /// A JSON array of already-written JSON values.
+    pub fn array<I, S>(&mut self, key: &str, items: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.key(key);
+        self.out.push('[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str(item.as_ref());
+        }
+        self.out.push(']');
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_escape_like_serde_json() {
+        for s in [
+            "plain",
+            "quote \" and \\",
+            "line\nbreak\u{1}\u{1f}",
+            "é 😀",
+            "",
+        ] {
+            let mut out = String::new();
+            push_str_literal(&mut out, s);
+            let back: String = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn raw_values_are_spliced_unchanged() {
+        let mut w = ObjectWriter::new();
+        w.string("a", "x")
+            .raw("b", "[1.50e3 , -0.0]")
+            .opt_raw("c", None)
+            .int("d", 7);
+        assert_eq!(w.finish(), r#"{"a":"x","b":[1.50e3 , -0.0],"d":7}"#);
+    }
+}

@@ -1,0 +1,227 @@
+//! Message operations. Messages are immutable: they are inserted, read and listed, and only
+//! deleting their thread removes them.
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::Arguments;
+
+use super::lists::{finish, paginate, Page, PageQuery};
+use super::rows::{self, MESSAGE_COLUMNS};
+use super::threads::{bump_thread, lease_state, Lease};
+use super::{Claim, Storage, Tx};
+use crate::domain::ids;
+use crate::domain::message::NewMessage;
+use crate::domain::records::MessageRecord;
+
+/// Hex SHA-256 of stored reasoning bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+impl Storage {
+    /// Appends messages without calling the model. Refused while a turn runs, so a turn's
+    /// reply never lands after messages its context did not contain.
+    pub async fn append_messages(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        messages: &[NewMessage],
+    ) -> Result<Claim<Vec<MessageRecord>>, sqlx::Error> {
+        let now = ids::now();
+        let mut tx = self.begin_write().await?;
+        match lease_state(&mut tx, tenant, thread_id, ids::now_millis()).await? {
+            Lease::Missing => return Ok(Claim::NotFound),
+            Lease::Held => return Ok(Claim::Busy),
+            Lease::Free | Lease::Expired(_) => {}
+        }
+        let count = message_count(&mut tx, thread_id).await?;
+        let stored = insert_messages(&mut tx, thread_id, count, messages, None, &now).await?;
+        bump_thread(&mut tx, thread_id, &stored, &now).await?;
+        tx.commit().await?;
+        Ok(Claim::Done(stored))
+    }
+
+    pub async fn get_message(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        message_id: &str,
+    ) -> Result<Option<MessageRecord>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ? \
+             AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
+        );
+        let mut conn = self.reader().await?;
+        sqlx::query(&sql)
+            .bind(message_id)
+            .bind(thread_id)
+            .bind(thread_id)
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?
+            .as_ref()
+            .map(rows::message)
+            .transpose()
+    }
+
+    /// Lists a thread's messages; `None` when the thread does not exist for this tenant.
+    /// Cursors are message ids of this thread; an unknown one is reported as `Err(cursor)`.
+    pub async fn list_messages(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        query: &PageQuery<String>,
+    ) -> Result<Option<Result<Page<MessageRecord>, String>>, sqlx::Error> {
+        let mut conn = self.reader().await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND tenant = ?")
+                .bind(thread_id)
+                .bind(tenant)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let after = match cursor_seq(&mut conn, thread_id, query.after.as_deref()).await? {
+            Ok(seq) => seq,
+            Err(id) => return Ok(Some(Err(id))),
+        };
+        let before = match cursor_seq(&mut conn, thread_id, query.before.as_deref()).await? {
+            Ok(seq) => seq,
+            Err(id) => return Ok(Some(Err(id))),
+        };
+        let by_seq = PageQuery {
+            limit: query.limit,
+            after,
+            before,
+            order: query.order,
+        };
+        let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ?");
+        let mut args = SqliteArguments::default();
+        args.add(thread_id).map_err(sqlx::Error::Encode)?;
+        let reversed = paginate(&mut sql, &mut args, "seq", &by_seq)?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?;
+        let items = rows
+            .iter()
+            .map(rows::message)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Ok(finish(items, query.limit, reversed))))
+    }
+
+    /// Every message of a thread in `seq` order: one query, for the context rebuild.
+    pub async fn context_messages(
+        &self,
+        thread_id: &str,
+    ) -> Result<Vec<MessageRecord>, sqlx::Error> {
+        let sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY seq");
+        let mut conn = self.reader().await?;
+        let rows = sqlx::query(&sql)
+            .bind(thread_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(rows::message).collect()
+    }
+}
+
+/// A message-id cursor resolved to its `seq`; `Err(id)` when it is not in this thread.
+async fn cursor_seq(
+    conn: &mut Tx,
+    thread_id: &str,
+    cursor: Option<&str>,
+) -> Result<Result<Option<i64>, String>, sqlx::Error> {
+    let Some(id) = cursor else {
+        return Ok(Ok(None));
+    };
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM messages WHERE id = ? AND thread_id = ?")
+            .bind(id)
+            .bind(thread_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(seq.map(Some).ok_or_else(|| id.to_owned()))
+}
+
+pub(super) async fn message_count(tx: &mut Tx, thread_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT message_count FROM threads WHERE id = ?")
+        .bind(thread_id)
+        .fetch_one(&mut *tx)
+        .await
+}
+
+/// Inserts client messages after seq `last_seq`, stamped with `turn_id` when they are a
+/// turn's input.
+pub(super) async fn insert_messages(
+    tx: &mut Tx,
+    thread_id: &str,
+    last_seq: i64,
+    messages: &[NewMessage],
+    turn_id: Option<&str>,
+    now: &str,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    let mut stored = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let record = MessageRecord {
+            id: ids::new_id(),
+            thread_id: thread_id.to_owned(),
+            seq: last_seq + 1 + i as i64,
+            role: m.role.as_str().to_owned(),
+            content: m.content.clone(),
+            name: m.name.clone(),
+            tool_calls: m.tool_calls.clone(),
+            tool_call_id: m.tool_call_id.clone(),
+            reasoning: m.reasoning.clone(),
+            reasoning_details_sha256: m
+                .reasoning_details
+                .as_deref()
+                .map(|r| sha256_hex(r.as_bytes())),
+            reasoning_details: m.reasoning_details.clone(),
+            turn_id: turn_id.map(str::to_owned),
+            created_at: now.to_owned(),
+            model: m.model.clone(),
+            // An imported assistant message counts as produced by the model it names.
+            requested_model: m.model.clone(),
+            ..Default::default()
+        };
+        insert_message(tx, &record).await?;
+        stored.push(record);
+    }
+    Ok(stored)
+}
+
+pub(super) async fn insert_message(tx: &mut Tx, m: &MessageRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_calls, tool_call_id, \
+         reasoning, reasoning_details, reasoning_details_sha256, turn_id, created_at, model, \
+         requested_model, provider, generation_id, finish_reason, native_finish_reason, usage) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&m.id)
+    .bind(&m.thread_id)
+    .bind(m.seq)
+    .bind(&m.role)
+    .bind(&m.content)
+    .bind(&m.name)
+    .bind(&m.tool_calls)
+    .bind(&m.tool_call_id)
+    .bind(&m.reasoning)
+    .bind(&m.reasoning_details)
+    .bind(&m.reasoning_details_sha256)
+    .bind(&m.turn_id)
+    .bind(&m.created_at)
+    .bind(&m.model)
+    .bind(&m.requested_model)
+    .bind(&m.provider)
+    .bind(&m.generation_id)
+    .bind(&m.finish_reason)
+    .bind(&m.native_finish_reason)
+    .bind(&m.usage)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Storage: the only place with SQL. SQLite in WAL mode with foreign keys on, a busy
+//! timeout and `synchronous=FULL`, so a turn acknowledged to a client survives a crash.
+//!
+//! Writes go through a pool of one connection and every write transaction starts with
+//! `BEGIN IMMEDIATE`: writers queue for the lock instead of failing with SQLITE_BUSY when a
+//! read transaction tries to upgrade, and the single writer is the seam where group commit
+//! can go later. Reads use their own small pool and never wait for writers (WAL).
+//!
+//! The interface is shaped as whole operations ("create this thread", "begin this turn",
+//! "complete this turn") so that a PostgreSQL implementation can sit behind it later.
+
+mod lists;
+mod messages;
+mod rows;
+mod threads;
+mod turns;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+
+pub use lists::{Order, Page, PageQuery};
+pub use messages::sha256_hex;
+pub use turns::{BeginTurn, TurnOutcome};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The outcome of an operation on a thread that may be missing or held by a running turn.
+#[derive(Debug)]
+pub enum Claim<T> {
+    Done(T),
+    NotFound,
+    Busy,
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl Storage {
+    /// Opens (creating if missing) the database and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = if url.contains(":memory:") {
+            // Each in-memory connection is its own database: share the one writer.
+            write.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.read_only(true))
+                .await?
+        };
+        Ok(Self { write, read })
+    }
+
+    /// Applies migrations only (the `migrate` command).
+    pub async fn migrate(url: &str) -> Result<(), sqlx::Error> {
+        let storage = Self::connect(url).await?;
+        storage.close().await;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// Readiness: the database answers a query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map(|_| ())
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn reader(&self) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        self.read.acquire().await
+    }
+}
+
+/// Shorthand for the executor type of queries run inside a write transaction.
+type Tx = SqliteConnection;

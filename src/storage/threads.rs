@@ -1,0 +1,224 @@
+//! Thread operations: create (with imported history), read, list, patch, delete.
+
+use sqlx::sqlite::SqliteArguments;
+use sqlx::Arguments;
+
+use super::lists::{finish, paginate, Page, PageQuery};
+use super::messages::insert_messages;
+use super::rows::{self, THREAD_COLUMNS};
+use super::{Claim, Storage, Tx};
+use crate::domain::ids;
+use crate::domain::records::{MessageRecord, ThreadRecord};
+use crate::domain::thread::{Change, CreateThread, ThreadPatch};
+
+impl Storage {
+    /// Creates a thread and imports its initial messages in one transaction.
+    pub async fn create_thread(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        create: &CreateThread,
+    ) -> Result<ThreadRecord, sqlx::Error> {
+        let now = ids::now();
+        let metadata = serde_json::to_string(&create.metadata)
+            .map_err(|e| sqlx::Error::Protocol(format!("metadata: {e}")))?;
+        let s = &create.settings;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
+             reasoning, reasoning_replay, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(thread_id)
+        .bind(tenant)
+        .bind(&now)
+        .bind(&now)
+        .bind(&metadata)
+        .bind(&s.model)
+        .bind(&s.system)
+        .bind(&s.reasoning)
+        .bind(s.reasoning_replay.map(|r| r.as_str()))
+        .bind(&s.params)
+        .execute(&mut *tx)
+        .await?;
+        if !create.messages.is_empty() {
+            let stored =
+                insert_messages(&mut tx, thread_id, 0, &create.messages, None, &now).await?;
+            bump_thread(&mut tx, thread_id, &stored, &now).await?;
+        }
+        let thread = fetch_thread(&mut tx, tenant, thread_id).await?;
+        tx.commit().await?;
+        thread.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    pub async fn get_thread(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+    ) -> Result<Option<ThreadRecord>, sqlx::Error> {
+        let mut conn = self.reader().await?;
+        fetch_thread(&mut conn, tenant, thread_id).await
+    }
+
+    pub async fn list_threads(
+        &self,
+        tenant: &str,
+        query: &PageQuery<String>,
+    ) -> Result<Page<ThreadRecord>, sqlx::Error> {
+        let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?");
+        let mut args = SqliteArguments::default();
+        args.add(tenant).map_err(sqlx::Error::Encode)?;
+        let reversed = paginate(&mut sql, &mut args, "id", query)?;
+        let mut conn = self.reader().await?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?;
+        let items = rows
+            .iter()
+            .map(rows::thread)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(finish(items, query.limit, reversed))
+    }
+
+    pub async fn update_thread(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        patch: &ThreadPatch,
+    ) -> Result<Option<ThreadRecord>, sqlx::Error> {
+        let mut sets = vec!["updated_at = ?"];
+        let mut args = SqliteArguments::default();
+        args.add(ids::now()).map_err(sqlx::Error::Encode)?;
+        let mut set = |column: &'static str, value: Option<String>| -> Result<(), sqlx::Error> {
+            sets.push(column);
+            args.add(value).map_err(sqlx::Error::Encode)
+        };
+        match &patch.metadata {
+            Change::Keep => {}
+            Change::Clear => set("metadata = ?", Some("{}".into()))?,
+            Change::Set(m) => set(
+                "metadata = ?",
+                Some(serde_json::to_string(m).map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
+            )?,
+        }
+        for (column, change) in [
+            ("model = ?", &patch.model),
+            ("system = ?", &patch.system),
+            ("reasoning = ?", &patch.reasoning),
+            ("params = ?", &patch.params),
+        ] {
+            match change {
+                Change::Keep => {}
+                Change::Clear => set(column, None)?,
+                Change::Set(v) => set(column, Some(v.clone()))?,
+            }
+        }
+        match patch.reasoning_replay {
+            Change::Keep => {}
+            Change::Clear => set("reasoning_replay = ?", None)?,
+            Change::Set(r) => set("reasoning_replay = ?", Some(r.as_str().into()))?,
+        }
+        let sql = format!(
+            "UPDATE threads SET {} WHERE id = ? AND tenant = ?",
+            sets.join(", ")
+        );
+        args.add(thread_id).map_err(sqlx::Error::Encode)?;
+        args.add(tenant).map_err(sqlx::Error::Encode)?;
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let thread = fetch_thread(&mut tx, tenant, thread_id).await?;
+        tx.commit().await?;
+        Ok(thread)
+    }
+
+    /// Deletes a thread with its messages and turns. A thread with a turn in progress is
+    /// busy: deleting it would pull the rows from under the running turn.
+    pub async fn delete_thread(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+    ) -> Result<Claim<()>, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        match lease_state(&mut tx, tenant, thread_id, ids::now_millis()).await? {
+            Lease::Missing => return Ok(Claim::NotFound),
+            Lease::Held => return Ok(Claim::Busy),
+            Lease::Free | Lease::Expired(_) => {}
+        }
+        sqlx::query("DELETE FROM threads WHERE id = ? AND tenant = ?")
+            .bind(thread_id)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Claim::Done(()))
+    }
+}
+
+pub(super) async fn fetch_thread(
+    conn: &mut Tx,
+    tenant: &str,
+    thread_id: &str,
+) -> Result<Option<ThreadRecord>, sqlx::Error> {
+    let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND tenant = ?");
+    sqlx::query(&sql)
+        .bind(thread_id)
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(rows::thread)
+        .transpose()
+}
+
+/// Records newly stored messages on their thread: count (= last seq), last id, update time.
+pub(super) async fn bump_thread(
+    tx: &mut Tx,
+    thread_id: &str,
+    stored: &[MessageRecord],
+    now: &str,
+) -> Result<(), sqlx::Error> {
+    let Some(last) = stored.last() else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE threads SET message_count = ?, last_message_id = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(last.seq)
+    .bind(&last.id)
+    .bind(now)
+    .bind(thread_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Who holds a thread's turn lease, read inside a write transaction.
+pub(super) enum Lease {
+    Missing,
+    Free,
+    Held,
+    /// Held by a turn whose process stopped renewing it: that turn can be taken over.
+    Expired(String),
+}
+
+pub(super) async fn lease_state(
+    tx: &mut Tx,
+    tenant: &str,
+    thread_id: &str,
+    now_millis: i64,
+) -> Result<Lease, sqlx::Error> {
+    let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT lease_turn_id, lease_expires_at FROM threads WHERE id = ? AND tenant = ?",
+    )
+    .bind(thread_id)
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(match row {
+        None => Lease::Missing,
+        Some((None, _)) => Lease::Free,
+        Some((Some(turn), Some(expires))) if expires <= now_millis => Lease::Expired(turn),
+        Some((Some(turn), None)) => Lease::Expired(turn),
+        Some((Some(_), Some(_))) => Lease::Held,
+    })
+}

@@ -1,0 +1,345 @@
+//! Turn operations: begin (store input, take the thread's lease), renew the lease, complete
+//! or fail, read and list, and the start-up sweep of turns whose process died.
+//!
+//! Each is one short write transaction; none stays open across an upstream call.
+
+use sqlx::sqlite::SqliteArguments;
+use sqlx::Arguments;
+
+use super::lists::{finish, paginate, Page, PageQuery};
+use super::messages::{insert_message, insert_messages, message_count};
+use super::rows::{self, TURN_COLUMNS};
+use super::threads::{bump_thread, fetch_thread, lease_state, Lease};
+use super::{Claim, Storage, Tx};
+use crate::domain::ids;
+use crate::domain::message::NewMessage;
+use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
+
+pub struct BeginTurn<'a> {
+    pub turn_id: &'a str,
+    pub model: &'a str,
+    pub input: &'a [NewMessage],
+    pub lease_ttl_ms: i64,
+}
+
+/// How a turn ended, with everything its closing transaction writes.
+pub enum TurnOutcome {
+    Completed {
+        /// The assistant message; its `seq` is assigned here.
+        message: Box<MessageRecord>,
+        usage: Option<String>,
+        totals: Option<UsageTotals>,
+        generation_id: Option<String>,
+    },
+    Failed {
+        /// JSON error object.
+        error: String,
+    },
+}
+
+const INTERRUPTED_ERROR: &str = r#"{"type":"server_error","code":"interrupted","message":"the service stopped while this turn was running"}"#;
+
+impl Storage {
+    /// Stores the input and an `in_progress` turn and takes the thread's lease, all in one
+    /// transaction. A lease left by a dead process (expired) is taken over and its turn
+    /// marked `interrupted`.
+    pub async fn begin_turn(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        begin: BeginTurn<'_>,
+    ) -> Result<Claim<(ThreadRecord, Vec<MessageRecord>)>, sqlx::Error> {
+        let now = ids::now();
+        let now_ms = ids::now_millis();
+        let mut tx = self.begin_write().await?;
+        match lease_state(&mut tx, tenant, thread_id, now_ms).await? {
+            Lease::Missing => return Ok(Claim::NotFound),
+            Lease::Held => return Ok(Claim::Busy),
+            Lease::Expired(stale) => interrupt(&mut tx, &stale, &now).await?,
+            Lease::Free => {}
+        }
+        let count = message_count(&mut tx, thread_id).await?;
+        let stored = insert_messages(
+            &mut tx,
+            thread_id,
+            count,
+            begin.input,
+            Some(begin.turn_id),
+            &now,
+        )
+        .await?;
+        bump_thread(&mut tx, thread_id, &stored, &now).await?;
+        let input_ids = serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at) \
+             VALUES (?, ?, 'in_progress', ?, ?, ?)",
+        )
+        .bind(begin.turn_id)
+        .bind(thread_id)
+        .bind(&input_ids)
+        .bind(begin.model)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE threads SET lease_turn_id = ?, lease_expires_at = ? WHERE id = ?")
+            .bind(begin.turn_id)
+            .bind(now_ms + begin.lease_ttl_ms)
+            .bind(thread_id)
+            .execute(&mut *tx)
+            .await?;
+        let thread = fetch_thread(&mut tx, tenant, thread_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
+        Ok(Claim::Done((thread, stored)))
+    }
+
+    /// Extends a running turn's lease; false when the lease is no longer this turn's.
+    pub async fn renew_lease(
+        &self,
+        thread_id: &str,
+        turn_id: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE threads SET lease_expires_at = ? WHERE id = ? AND lease_turn_id = ?",
+        )
+        .bind(ids::now_millis() + ttl_ms)
+        .bind(thread_id)
+        .bind(turn_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a turn: stores its reply (when completed), its audit record, the thread's usage
+    /// totals, and frees the lease, in one transaction. Returns `None` when the turn is no
+    /// longer in progress (it was taken over as interrupted).
+    pub async fn finish_turn(
+        &self,
+        thread_id: &str,
+        turn_id: &str,
+        outcome: TurnOutcome,
+        audit: &AuditRecord,
+        latency_ms: i64,
+    ) -> Result<Option<TurnRecord>, sqlx::Error> {
+        let now = ids::now();
+        let mut tx = self.begin_write().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM turns WHERE id = ?")
+            .bind(turn_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() != Some("in_progress") {
+            return Ok(None);
+        }
+        match outcome {
+            TurnOutcome::Completed {
+                mut message,
+                usage,
+                totals,
+                generation_id,
+            } => {
+                message.seq = message_count(&mut tx, thread_id).await? + 1;
+                insert_message(&mut tx, &message).await?;
+                bump_thread(&mut tx, thread_id, std::slice::from_ref(&message), &now).await?;
+                if let Some(t) = totals {
+                    sqlx::query(
+                        "UPDATE threads SET usage_reports = usage_reports + 1, \
+                         prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, \
+                         reasoning_tokens = reasoning_tokens + ?, cost = cost + ? WHERE id = ?",
+                    )
+                    .bind(t.prompt_tokens)
+                    .bind(t.completion_tokens)
+                    .bind(t.reasoning_tokens)
+                    .bind(t.cost)
+                    .bind(thread_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "UPDATE turns SET status = 'completed', output_message_id = ?, usage = ?, \
+                     generation_id = ? WHERE id = ?",
+                )
+                .bind(&message.id)
+                .bind(&usage)
+                .bind(&generation_id)
+                .bind(turn_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            TurnOutcome::Failed { error } => {
+                sqlx::query("UPDATE turns SET status = 'failed', error = ? WHERE id = ?")
+                    .bind(&error)
+                    .bind(turn_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query(
+            "UPDATE turns SET completed_at = ?, latency_ms = ?, upstream_request = ?, \
+             upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
+             upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? WHERE id = ?",
+        )
+        .bind(&now)
+        .bind(latency_ms)
+        .bind(&audit.request)
+        .bind(&audit.response)
+        .bind(i64::from(audit.response_is_json))
+        .bind(audit.status)
+        .bind(audit.attempts)
+        .bind(&audit.started_at)
+        .bind(&audit.finished_at)
+        .bind(turn_id)
+        .execute(&mut *tx)
+        .await?;
+        release(&mut tx, thread_id, turn_id).await?;
+        let turn = fetch_turn(&mut tx, turn_id).await?;
+        tx.commit().await?;
+        Ok(turn)
+    }
+
+    pub async fn get_turn(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        turn_id: &str,
+    ) -> Result<Option<TurnRecord>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {TURN_COLUMNS} FROM turns WHERE id = ? AND thread_id = ? \
+             AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
+        );
+        let mut conn = self.reader().await?;
+        sqlx::query(&sql)
+            .bind(turn_id)
+            .bind(thread_id)
+            .bind(thread_id)
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?
+            .as_ref()
+            .map(rows::turn)
+            .transpose()
+    }
+
+    /// The assistant message a completed turn produced.
+    pub async fn get_output(
+        &self,
+        turn: &TurnRecord,
+    ) -> Result<Option<MessageRecord>, sqlx::Error> {
+        match &turn.output_message_id {
+            None => Ok(None),
+            Some(id) => {
+                let sql = format!(
+                    "SELECT {} FROM messages WHERE id = ? AND thread_id = ?",
+                    super::rows::MESSAGE_COLUMNS
+                );
+                let mut conn = self.reader().await?;
+                sqlx::query(&sql)
+                    .bind(id)
+                    .bind(&turn.thread_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .as_ref()
+                    .map(rows::message)
+                    .transpose()
+            }
+        }
+    }
+
+    /// Lists a thread's turns with their outputs; `None` when the thread does not exist for
+    /// this tenant.
+    pub async fn list_turns(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        query: &PageQuery<String>,
+    ) -> Result<Option<Page<(TurnRecord, Option<MessageRecord>)>>, sqlx::Error> {
+        let mut conn = self.reader().await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND tenant = ?")
+                .bind(thread_id)
+                .bind(tenant)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let mut sql = format!("SELECT {TURN_COLUMNS} FROM turns WHERE thread_id = ?");
+        let mut args = SqliteArguments::default();
+        args.add(thread_id).map_err(sqlx::Error::Encode)?;
+        let reversed = paginate(&mut sql, &mut args, "id", query)?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?;
+        let turns = rows.iter().map(rows::turn).collect::<Result<Vec<_>, _>>()?;
+        drop(conn);
+        let page = finish(turns, query.limit, reversed);
+        let mut items = Vec::with_capacity(page.items.len());
+        for turn in page.items {
+            let output = self.get_output(&turn).await?;
+            items.push((turn, output));
+        }
+        Ok(Some(Page {
+            items,
+            has_more: page.has_more,
+        }))
+    }
+
+    /// At start-up: turns whose lease has expired were running in a process that died.
+    /// Marks them `interrupted` and frees their threads. Returns how many.
+    pub async fn interrupt_abandoned_turns(&self) -> Result<u64, sqlx::Error> {
+        let now = ids::now();
+        let mut tx = self.begin_write().await?;
+        let stale: Vec<(String, String)> = sqlx::query_as(
+            "SELECT t.id, t.thread_id FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
+             WHERE t.status = 'in_progress' AND (h.lease_turn_id IS NOT t.id \
+             OR h.lease_expires_at IS NULL OR h.lease_expires_at <= ?)",
+        )
+        .bind(ids::now_millis())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (turn_id, thread_id) in &stale {
+            interrupt(&mut tx, turn_id, &now).await?;
+            release(&mut tx, thread_id, turn_id).await?;
+        }
+        tx.commit().await?;
+        Ok(stale.len() as u64)
+    }
+}
+
+async fn interrupt(tx: &mut Tx, turn_id: &str, now: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE turns SET status = 'interrupted', error = ?, completed_at = ? \
+         WHERE id = ? AND status = 'in_progress'",
+    )
+    .bind(INTERRUPTED_ERROR)
+    .bind(now)
+    .bind(turn_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn release(tx: &mut Tx, thread_id: &str, turn_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL \
+         WHERE id = ? AND lease_turn_id = ?",
+    )
+    .bind(thread_id)
+    .bind(turn_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn fetch_turn(tx: &mut Tx, turn_id: &str) -> Result<Option<TurnRecord>, sqlx::Error> {
+    let sql = format!("SELECT {TURN_COLUMNS} FROM turns WHERE id = ?");
+    sqlx::query(&sql)
+        .bind(turn_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(rows::turn)
+        .transpose()
+}

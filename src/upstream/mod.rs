@@ -1,0 +1,259 @@
+//! The OpenRouter client: one reqwest client built at start-up (connection pool, TCP_NODELAY,
+//! connect timeout), the secret key, retries with backoff and jitter, and the deadlines
+//! that fit reasoning models. It records what it sent and received for the audit trail.
+
+mod retry;
+pub mod wire;
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::{timeout_at, Instant};
+
+use crate::config::{Config, UpstreamTimeouts};
+use crate::domain::ids;
+use crate::domain::records::AuditRecord;
+use crate::error::{TurnFailure, TurnFailureKind};
+pub use wire::Completion;
+
+/// One upstream call, retries included: what was sent and received, and how it ended.
+#[derive(Debug)]
+pub struct Exchange {
+    pub audit: AuditRecord,
+    pub result: Result<Completion, TurnFailure>,
+}
+
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    endpoint: String,
+    key: Option<SecretString>,
+    timeouts: UpstreamTimeouts,
+    attempts: u32,
+}
+
+enum Attempt {
+    /// A reply was read to its end (any status).
+    Answered {
+        status: u16,
+        body: Vec<u8>,
+        retry_after: Option<Duration>,
+    },
+    /// No reply byte: refused, reset, DNS... (retryable).
+    Unreachable(String),
+    TimedOut {
+        partial: Vec<u8>,
+        status: Option<u16>,
+    },
+    /// The connection broke while the body was read.
+    Broken {
+        status: u16,
+        partial: Vec<u8>,
+        reason: String,
+    },
+}
+
+impl UpstreamClient {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.upstream.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("threadkeeper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            http,
+            endpoint: format!("{}/chat/completions", config.upstream_url),
+            key: config.api_key.clone(),
+            timeouts: config.upstream,
+            attempts: config.upstream_attempts,
+        })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Sends `body` (the exact bytes that are recorded), retrying what may be retried.
+    pub async fn complete(&self, body: String) -> Exchange {
+        let started_at = ids::now();
+        let deadline = Instant::now() + self.timeouts.total;
+        let mut audit = AuditRecord {
+            request: Some(body.clone()),
+            started_at: Some(started_at),
+            ..Default::default()
+        };
+        let body = bytes::Bytes::from(body);
+        let mut attempt_no = 0;
+        let result = loop {
+            attempt_no += 1;
+            audit.attempts = i64::from(attempt_no);
+            let attempt = self.attempt(body.clone(), deadline).await;
+            let last = attempt_no >= self.attempts;
+            match attempt {
+                Attempt::Answered {
+                    status,
+                    body,
+                    retry_after,
+                } => {
+                    record_response(&mut audit, Some(status), &body);
+                    if retry::retryable_status(status) && !last {
+                        if !retry::pause(attempt_no, retry_after, deadline).await {
+                            break Err(self.timeout_failure());
+                        }
+                        continue;
+                    }
+                    break classify(status, &body, retry_after);
+                }
+                Attempt::Unreachable(reason) => {
+                    if !last && retry::pause(attempt_no, None, deadline).await {
+                        continue;
+                    }
+                    break Err(failure(
+                        TurnFailureKind::Upstream,
+                        format!("could not reach the upstream: {reason}"),
+                        None,
+                    ));
+                }
+                Attempt::TimedOut { partial, status } => {
+                    if status.is_some() || !partial.is_empty() {
+                        record_response(&mut audit, status, &partial);
+                    }
+                    break Err(self.timeout_failure());
+                }
+                Attempt::Broken {
+                    status,
+                    partial,
+                    reason,
+                } => {
+                    record_response(&mut audit, Some(status), &partial);
+                    break Err(failure(
+                        TurnFailureKind::Upstream,
+                        format!("the upstream connection broke mid-answer: {reason}"),
+                        Some(status),
+                    ));
+                }
+            }
+        };
+        audit.finished_at = Some(ids::now());
+        Exchange { audit, result }
+    }
+
+    async fn attempt(&self, body: bytes::Bytes, deadline: Instant) -> Attempt {
+        let mut request = self
+            .http
+            .post(&self.endpoint)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("X-Title", "threadkeeper")
+            .body(body);
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        let head_deadline = deadline.min(Instant::now() + self.timeouts.first_byte);
+        let mut response = match timeout_at(head_deadline, request.send()).await {
+            Err(_) => {
+                return Attempt::TimedOut {
+                    partial: Vec::new(),
+                    status: None,
+                }
+            }
+            Ok(Err(e)) => return Attempt::Unreachable(describe(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
+        let mut body = Vec::new();
+        loop {
+            match timeout_at(deadline, response.chunk()).await {
+                Err(_) => {
+                    return Attempt::TimedOut {
+                        partial: body,
+                        status: Some(status),
+                    }
+                }
+                Ok(Err(e)) => {
+                    return Attempt::Broken {
+                        status,
+                        partial: body,
+                        reason: describe(&e),
+                    }
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            }
+        }
+        Attempt::Answered {
+            status,
+            body,
+            retry_after,
+        }
+    }
+
+    fn timeout_failure(&self) -> TurnFailure {
+        failure(
+            TurnFailureKind::Timeout,
+            format!(
+                "the upstream did not answer in time (first byte within {}s, whole answer within {}s)",
+                self.timeouts.first_byte.as_secs(),
+                self.timeouts.total.as_secs()
+            ),
+            None,
+        )
+    }
+}
+
+/// reqwest's error text names the URL (never the key) and the cause.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn record_response(audit: &mut AuditRecord, status: Option<u16>, body: &[u8]) {
+    audit.status = status.map(i64::from);
+    audit.response_is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    audit.response = Some(String::from_utf8_lossy(body).into_owned());
+}
+
+fn failure(kind: TurnFailureKind, message: String, upstream_status: Option<u16>) -> TurnFailure {
+    TurnFailure {
+        kind,
+        message,
+        upstream_status,
+        turn_id: None,
+        retry_after: None,
+    }
+}
+
+fn classify(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<Completion, TurnFailure> {
+    if (200..300).contains(&status) {
+        return wire::parse_completion(body)
+            .map_err(|m| failure(TurnFailureKind::Upstream, m, Some(status)));
+    }
+    let message = wire::error_message(status, body);
+    if status == 429 {
+        return Err(TurnFailure {
+            retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            ..failure(TurnFailureKind::RateLimited, message, Some(status))
+        });
+    }
+    if status == 408 || status == 504 {
+        return Err(failure(TurnFailureKind::Timeout, message, Some(status)));
+    }
+    Err(failure(TurnFailureKind::Upstream, message, Some(status)))
+}
