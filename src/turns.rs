@@ -74,6 +74,26 @@ async fn run(
     let heartbeat = spawn_heartbeat(&state, &thread_id, &turn_id);
     let result = call_and_store(&state, &thread, &turn_id, &options, started).await;
     heartbeat.abort();
+    if let Err(err @ (ApiError::Internal(_) | ApiError::Unavailable)) = &result {
+        // The turn could not be completed or failed normally (the database refused a
+        // write): end it as failed so its thread does not stay busy until the lease expires.
+        let error = serde_json::to_string(&err.body()).unwrap_or_default();
+        let audit = crate::domain::records::AuditRecord::default();
+        let latency_ms = started.elapsed().as_millis() as i64;
+        if let Err(e) = state
+            .storage
+            .finish_turn(
+                &thread_id,
+                &turn_id,
+                TurnOutcome::Failed { error },
+                &audit,
+                latency_ms,
+            )
+            .await
+        {
+            warn!(error = %e, "could not mark the turn failed; its lease will expire");
+        }
+    }
     result
 }
 
