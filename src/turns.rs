@@ -7,6 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::{info, instrument, warn, Instrument};
 
 use crate::app::AppState;
@@ -16,10 +19,19 @@ use crate::domain::records::{MessageRecord, TurnRecord};
 use crate::domain::turn::TurnRequest;
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{BeginTurn, Claim, TurnOutcome};
-use crate::upstream::Completion;
+use crate::upstream::{ChunkSink, Completion};
 
 /// A turn that ended: its record and, when completed, its assistant message.
 pub type FinishedTurn = (TurnRecord, Option<MessageRecord>);
+
+/// A streaming turn whose input is stored: its ids, the upstream chunks as they arrive
+/// (the channel closes when the upstream stream ends), and how the turn ended.
+pub struct StreamingTurn {
+    pub turn_id: String,
+    pub input_message_ids: Vec<String>,
+    pub chunks: UnboundedReceiver<String>,
+    pub finished: JoinHandle<ApiResult<FinishedTurn>>,
+}
 
 /// Runs a turn to its end, detached from the caller's lifetime.
 pub async fn run_turn(
@@ -29,17 +41,58 @@ pub async fn run_turn(
     request: TurnRequest,
 ) -> ApiResult<FinishedTurn> {
     let span = tracing::Span::current();
-    tokio::spawn(run(state, tenant, thread_id, request).instrument(span))
+    tokio::spawn(drive(state, tenant, thread_id, request, None, None).instrument(span))
         .await
         .map_err(|e| ApiError::Internal(format!("turn task failed: {e}")))?
 }
 
-#[instrument(skip_all, fields(thread_id = %thread_id, turn_id))]
-async fn run(
+/// Starts a streaming turn. Returns once its input is stored (or with the error that stopped
+/// it before that, answered as a normal error response); the rest runs detached, so a
+/// client that goes away does not stop the turn.
+pub async fn start_streaming_turn(
     state: AppState,
     tenant: String,
     thread_id: String,
     request: TurnRequest,
+) -> ApiResult<StreamingTurn> {
+    let span = tracing::Span::current();
+    let (begun_tx, begun_rx) = oneshot::channel();
+    let (chunk_tx, chunks) = mpsc::unbounded_channel();
+    let finished = tokio::spawn(
+        drive(
+            state,
+            tenant,
+            thread_id,
+            request,
+            Some(begun_tx),
+            Some(chunk_tx),
+        )
+        .instrument(span),
+    );
+    match begun_rx.await {
+        Ok((turn_id, input_message_ids)) => Ok(StreamingTurn {
+            turn_id,
+            input_message_ids,
+            chunks,
+            finished,
+        }),
+        // The task ended before storing the input: its result is the error to answer.
+        Err(_) => match finished.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => Err(ApiError::Internal("turn ended before it began".into())),
+            Err(e) => Err(ApiError::Internal(format!("turn task failed: {e}"))),
+        },
+    }
+}
+
+#[instrument(skip_all, fields(thread_id = %thread_id, turn_id))]
+async fn drive(
+    state: AppState,
+    tenant: String,
+    thread_id: String,
+    request: TurnRequest,
+    on_begun: Option<oneshot::Sender<(String, Vec<String>)>>,
+    sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
     if !state.upstream.is_configured() {
         return Err(ApiError::UpstreamNotConfigured);
@@ -48,8 +101,7 @@ async fn run(
     let turn_id = ids::new_id();
     tracing::Span::current().record("turn_id", turn_id.as_str());
 
-    // The model is resolved before the input is stored so the turn row names it; the
-    // thread's defaults are re-read inside the transaction for the context itself.
+    // The model is resolved before the input is stored so the turn row names it.
     let thread = state
         .storage
         .get_thread(&tenant, &thread_id)
@@ -64,15 +116,18 @@ async fn run(
         input: &request.input,
         lease_ttl_ms,
     };
-    let (thread, _input) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
+    let (thread, input) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
         Claim::Done(done) => done,
         Claim::NotFound => return Err(ApiError::NotFound("no such thread".into())),
         Claim::Busy => return Err(ApiError::ThreadBusy),
     };
-    info!(model = %options.model, inputs = request.input.len(), "turn started");
+    info!(model = %options.model, inputs = input.len(), stream = request.stream, "turn started");
+    if let Some(on_begun) = on_begun {
+        let _ = on_begun.send((turn_id.clone(), input.into_iter().map(|m| m.id).collect()));
+    }
 
     let heartbeat = spawn_heartbeat(&state, &thread_id, &turn_id);
-    let result = call_and_store(&state, &thread, &turn_id, &options, started).await;
+    let result = call_and_store(&state, &thread, &turn_id, &options, started, sink).await;
     heartbeat.abort();
     if let Err(err @ (ApiError::Internal(_) | ApiError::Unavailable)) = &result {
         // The turn could not be completed or failed normally (the database refused a
@@ -103,10 +158,13 @@ async fn call_and_store(
     turn_id: &str,
     options: &crate::domain::context::ResolvedOptions,
     started: Instant,
+    sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
     let messages = state.storage.context_messages(&thread.id).await?;
     let body = build_request(thread, &messages, options);
-    let exchange = state.upstream.complete(body).await;
+    let exchange = state.upstream.complete(body, sink.as_ref()).await;
+    // Closing the chunk channel tells a streaming client the relay is over.
+    drop(sink);
     let latency_ms = started.elapsed().as_millis() as i64;
 
     let (outcome, failure) = match exchange.result {

@@ -55,16 +55,14 @@ impl Generation {
         events
     }
 
-    /// What a client that merges the streamed fragments into one block and serialises it with
-    /// serde_json (keys in the fragments' order) sends back. Strict mode accepts this for
-    /// generated streams, since a stream has no single "exact bytes" to echo.
+    /// What a client that merges the streamed fragments by SPEC section 4 sends back: one
+    /// block, the fragments' text joined as their raw JSON string bytes (escapes exactly as
+    /// streamed), keys in the fragments' order. Strict mode accepts this for generated streams.
     pub fn merged_reasoning_details(&self) -> Option<String> {
         let pieces = self.reasoning.as_ref()?;
-        let literal = format!("\"{}\"", pieces.concat());
-        let text: String = serde_json::from_str(&literal).ok()?;
         Some(format!(
             r#"[{{"type":"reasoning.text","text":"{}","format":"unknown","index":0}}]"#,
-            escape(&text)
+            pieces.concat()
         ))
     }
 

@@ -7,6 +7,7 @@ pub mod ids;
 pub mod json;
 pub mod message;
 pub mod raw;
+pub mod reasoning;
 pub mod records;
 pub mod thread;
 pub mod turn;

@@ -9,10 +9,17 @@ use super::extract::{Ids, JsonBody, Query, Tenant};
 use super::pagination::ListParams;
 use super::views::{self, JsonText};
 use crate::app::AppState;
+use crate::domain::json::ObjectWriter;
 use crate::domain::turn::parse_turn;
 use crate::error::{ApiError, ApiResult};
 use crate::storage::Order;
-use crate::turns::run_turn;
+use crate::turns::{run_turn, start_streaming_turn, StreamingTurn};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,19 +32,75 @@ async fn create(
     Tenant(tenant): Tenant,
     Ids([thread_id]): Ids<1>,
     JsonBody(body): JsonBody,
-) -> ApiResult<JsonText> {
+) -> ApiResult<Response> {
     let request = parse_turn(&body)?;
     if request.stream {
-        return Err(ApiError::invalid_param(
-            "stream",
-            "streaming turns are not available yet; send `stream: false` or omit it",
-        ));
+        let turn = start_streaming_turn(state, tenant, thread_id, request).await?;
+        return Ok(stream_events(turn).into_response());
     }
     let (turn, output) = run_turn(state, tenant, thread_id, request).await?;
-    Ok(JsonText(
-        StatusCode::OK,
-        views::turn(&turn, output.as_ref(), false),
-    ))
+    Ok(JsonText(StatusCode::OK, views::turn(&turn, output.as_ref(), false)).into_response())
+}
+
+/// `turn.started`, one `chunk` per upstream chunk (its JSON exactly as received, relayed as
+/// it arrives), then `turn.completed` (the Turn) or `turn.failed` (`{turn_id, error}`).
+/// Our own keep-alive comments keep idle proxies from cutting a long reasoning phase.
+fn stream_events(turn: StreamingTurn) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let StreamingTurn {
+        turn_id,
+        input_message_ids,
+        mut chunks,
+        finished,
+    } = turn;
+    tokio::spawn(async move {
+        let mut started = ObjectWriter::new();
+        let ids: Vec<String> = input_message_ids
+            .iter()
+            .map(|id| format!("\"{id}\""))
+            .collect();
+        started
+            .string("turn_id", &turn_id)
+            .array("input_message_ids", &ids);
+        // Sends fail once the client is gone; the turn goes on regardless.
+        let _ = tx.send(
+            Event::default()
+                .event("turn.started")
+                .data(started.finish()),
+        );
+        while let Some(chunk) = chunks.recv().await {
+            let _ = tx.send(Event::default().event("chunk").data(chunk));
+        }
+        let last =
+            match finished.await {
+                Ok(Ok((turn, output))) => Event::default()
+                    .event("turn.completed")
+                    .data(views::turn(&turn, output.as_ref(), false)),
+                Ok(Err(error)) => {
+                    let mut body = error.body();
+                    body.turn_id.get_or_insert_with(|| turn_id.clone());
+                    let mut failed = ObjectWriter::new();
+                    failed
+                        .string("turn_id", &turn_id)
+                        .raw("error", &serde_json::to_string(&body).unwrap_or_default());
+                    Event::default().event("turn.failed").data(failed.finish())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "streaming turn task failed");
+                    let mut failed = ObjectWriter::new();
+                    failed.string("turn_id", &turn_id).raw(
+                    "error",
+                    r#"{"type":"server_error","code":"internal_error","message":"internal error"}"#,
+                );
+                    Event::default().event("turn.failed").data(failed.finish())
+                }
+            };
+        let _ = tx.send(last);
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 async fn list(

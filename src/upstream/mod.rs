@@ -3,6 +3,8 @@
 //! that fit reasoning models. It records what it sent and received for the audit trail.
 
 mod retry;
+pub mod sse;
+pub mod stream;
 pub mod wire;
 
 use std::time::Duration;
@@ -33,12 +35,23 @@ pub struct UpstreamClient {
     attempts: u32,
 }
 
+/// Where a streaming turn's chunks go as they arrive: each upstream chunk's JSON exactly as
+/// received. Sends never block the upstream read; a receiver that is gone (the client left)
+/// is ignored and the stream is still read to its end.
+pub type ChunkSink = tokio::sync::mpsc::UnboundedSender<String>;
+
 enum Attempt {
     /// A reply was read to its end (any status).
     Answered {
         status: u16,
         body: Vec<u8>,
         retry_after: Option<Duration>,
+    },
+    /// A 2xx event stream, read to its end (or until it was cut).
+    Streamed {
+        status: u16,
+        transcript: Vec<u8>,
+        result: Box<Result<Completion, TurnFailure>>,
     },
     /// No reply byte: refused, reset, DNS... (retryable).
     Unreachable(String),
@@ -76,8 +89,9 @@ impl UpstreamClient {
         self.key.is_some()
     }
 
-    /// Sends `body` (the exact bytes that are recorded), retrying what may be retried.
-    pub async fn complete(&self, body: String) -> Exchange {
+    /// Sends `body` (the exact bytes that are recorded), retrying what may be retried. With
+    /// a `sink`, a 2xx event stream is relayed chunk by chunk while it is accumulated.
+    pub async fn complete(&self, body: String, sink: Option<&ChunkSink>) -> Exchange {
         let started_at = ids::now();
         let deadline = Instant::now() + self.timeouts.total;
         let mut audit = AuditRecord {
@@ -90,7 +104,7 @@ impl UpstreamClient {
         let result = loop {
             attempt_no += 1;
             audit.attempts = i64::from(attempt_no);
-            let attempt = self.attempt(body.clone(), deadline).await;
+            let attempt = self.attempt(body.clone(), deadline, sink).await;
             let last = attempt_no >= self.attempts;
             match attempt {
                 Attempt::Answered {
@@ -106,6 +120,14 @@ impl UpstreamClient {
                         continue;
                     }
                     break classify(status, &body, retry_after);
+                }
+                Attempt::Streamed {
+                    status,
+                    transcript,
+                    result,
+                } => {
+                    record_response(&mut audit, Some(status), &transcript);
+                    break *result;
                 }
                 Attempt::Unreachable(reason) => {
                     if !last && retry::pause(attempt_no, None, deadline).await {
@@ -141,7 +163,12 @@ impl UpstreamClient {
         Exchange { audit, result }
     }
 
-    async fn attempt(&self, body: bytes::Bytes, deadline: Instant) -> Attempt {
+    async fn attempt(
+        &self,
+        body: bytes::Bytes,
+        deadline: Instant,
+        sink: Option<&ChunkSink>,
+    ) -> Attempt {
         let mut request = self
             .http
             .post(&self.endpoint)
@@ -168,6 +195,14 @@ impl UpstreamClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(retry::parse_retry_after);
+        let is_event_stream = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if let (Some(sink), true, true) = (sink, is_event_stream, (200..300).contains(&status)) {
+            return self.read_stream(response, status, deadline, sink).await;
+        }
         let mut body = Vec::new();
         loop {
             match timeout_at(deadline, response.chunk()).await {
@@ -192,6 +227,76 @@ impl UpstreamClient {
             status,
             body,
             retry_after,
+        }
+    }
+
+    /// Reads an event stream to its end, relaying each chunk and keeping the transcript.
+    async fn read_stream(
+        &self,
+        mut response: reqwest::Response,
+        status: u16,
+        deadline: Instant,
+        sink: &ChunkSink,
+    ) -> Attempt {
+        let mut transcript = Vec::new();
+        let mut parser = sse::SseParser::new();
+        let mut acc = stream::StreamAccumulator::new();
+        let mut unreadable: Option<String> = None;
+        let mut done = false;
+        let ended = loop {
+            match timeout_at(deadline, response.chunk()).await {
+                Err(_) => break Err(self.timeout_failure()),
+                Ok(Err(e)) => {
+                    break Err(failure(
+                        TurnFailureKind::Upstream,
+                        format!("the upstream stream was cut: {}", describe(&e)),
+                        Some(status),
+                    ))
+                }
+                Ok(Ok(None)) => break Ok(()),
+                Ok(Ok(Some(bytes))) => {
+                    transcript.extend_from_slice(&bytes);
+                    for item in parser.push(&bytes) {
+                        let sse::SseItem::Data(data) = item else {
+                            continue;
+                        };
+                        if data.trim() == "[DONE]" {
+                            done = true;
+                            continue;
+                        }
+                        if let Err(e) = acc.push(&data) {
+                            unreadable.get_or_insert(e);
+                        }
+                        // The client may be gone; the stream is still read to its end.
+                        let _ = sink.send(data);
+                    }
+                }
+            }
+        };
+        let result = ended.and_then(|()| {
+            if let Some(reason) = unreadable {
+                return Err(failure(TurnFailureKind::Upstream, reason, Some(status)));
+            }
+            if let Some(error) = acc.error() {
+                return Err(failure(
+                    TurnFailureKind::Upstream,
+                    error.to_owned(),
+                    Some(status),
+                ));
+            }
+            if !done && (parser.has_partial_event() || acc.finish_reason().is_none()) {
+                return Err(failure(
+                    TurnFailureKind::Upstream,
+                    "the upstream stream ended before the model finished".into(),
+                    Some(status),
+                ));
+            }
+            Ok(acc.finish())
+        });
+        Attempt::Streamed {
+            status,
+            transcript,
+            result: Box::new(result),
         }
     }
 

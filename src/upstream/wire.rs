@@ -145,7 +145,7 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
 }
 
 /// Describes an `error` object found inside a body.
-fn describe_error(raw_error: &str) -> String {
+pub(super) fn describe_error(raw_error: &str) -> String {
     match serde_json::from_str::<ErrorObject>(raw_error) {
         Ok(error) => render_error(&error),
         Err(_) => format!("upstream reported an error: {raw_error}"),
