@@ -18,7 +18,7 @@ use crate::domain::ids;
 use crate::domain::records::{MessageRecord, TurnRecord};
 use crate::domain::turn::TurnRequest;
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{BeginTurn, Claim, TurnOutcome};
+use crate::storage::{BeginTurn, Begun, TurnOutcome};
 use crate::upstream::{ChunkSink, Completion};
 
 /// A turn that ended: its record and, when completed, its assistant message.
@@ -115,15 +115,24 @@ async fn drive(
         model: &options.model,
         input: &request.input,
         lease_ttl_ms,
+        idempotency: request
+            .idempotency
+            .as_ref()
+            .map(|i| (i.key.as_str(), i.request_sha256.as_str())),
     };
-    let (thread, input) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
-        Claim::Done(done) => done,
-        Claim::NotFound => return Err(ApiError::NotFound("no such thread".into())),
-        Claim::Busy => return Err(ApiError::ThreadBusy),
+    let (thread, input_ids) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
+        Begun::Started {
+            thread,
+            input_message_ids,
+        } => (thread, input_message_ids),
+        Begun::Replay(turn) => return replay(&state, turn, on_begun, sink).await,
+        Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
+        Begun::Busy => return Err(ApiError::ThreadBusy),
+        Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
     };
-    info!(model = %options.model, inputs = input.len(), stream = request.stream, "turn started");
+    info!(model = %options.model, inputs = input_ids.len(), stream = request.stream, "turn started");
     if let Some(on_begun) = on_begun {
-        let _ = on_begun.send((turn_id.clone(), input.into_iter().map(|m| m.id).collect()));
+        let _ = on_begun.send((turn_id.clone(), input_ids));
     }
 
     let heartbeat = spawn_heartbeat(&state, &thread_id, &turn_id);
@@ -150,6 +159,36 @@ async fn drive(
         }
     }
     result
+}
+
+/// Answers a repeated idempotent request with the turn it already ran: the same JSON, or
+/// for a stream the stored chunks again, without storing input or calling the model.
+async fn replay(
+    state: &AppState,
+    turn: TurnRecord,
+    on_begun: Option<oneshot::Sender<(String, Vec<String>)>>,
+    sink: Option<ChunkSink>,
+) -> ApiResult<FinishedTurn> {
+    info!(turn_id = %turn.id, "idempotent repeat: replaying the stored turn");
+    if let Some(on_begun) = on_begun {
+        let input_ids: Vec<String> = serde_json::from_str(&turn.input_message_ids)
+            .map_err(|e| ApiError::Internal(format!("stored input ids unreadable: {e}")))?;
+        let _ = on_begun.send((turn.id.clone(), input_ids));
+    }
+    if let (Some(sink), Some(transcript), false) =
+        (&sink, &turn.audit.response, turn.audit.response_is_json)
+    {
+        let mut parser = crate::upstream::sse::SseParser::new();
+        for item in parser.push(transcript.as_bytes()) {
+            if let crate::upstream::sse::SseItem::Data(data) = item {
+                if data.trim() != "[DONE]" {
+                    let _ = sink.send(data);
+                }
+            }
+        }
+    }
+    let output = state.storage.get_output(&turn).await?;
+    Ok((turn, output))
 }
 
 async fn call_and_store(

@@ -51,7 +51,19 @@ pub struct TurnRequest {
     pub input: Vec<NewMessage>,
     pub overrides: Overrides,
     pub stream: bool,
+    pub idempotency: Option<Idempotency>,
 }
+
+/// An `Idempotency-Key` and the fingerprint of the request it came with: a repeat must be
+/// the same request (same body bytes) to be answered with the stored turn.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_sha256: String,
+}
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +98,7 @@ pub fn parse_turn(body: &[u8]) -> Result<TurnRequest, ApiError> {
         input,
         overrides,
         stream: wire.stream.unwrap_or(false),
+        idempotency: None,
     })
 }
 

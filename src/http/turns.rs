@@ -10,10 +10,11 @@ use super::pagination::ListParams;
 use super::views::{self, JsonText};
 use crate::app::AppState;
 use crate::domain::json::ObjectWriter;
-use crate::domain::turn::parse_turn;
+use crate::domain::turn::{parse_turn, Idempotency, MAX_IDEMPOTENCY_KEY_LEN};
 use crate::error::{ApiError, ApiResult};
 use crate::storage::Order;
 use crate::turns::{run_turn, start_streaming_turn, StreamingTurn};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -31,15 +32,37 @@ async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Ids([thread_id]): Ids<1>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let request = parse_turn(&body)?;
+    let mut request = parse_turn(&body)?;
+    request.idempotency = idempotency(&headers, &body)?;
     if request.stream {
         let turn = start_streaming_turn(state, tenant, thread_id, request).await?;
         return Ok(stream_events(turn).into_response());
     }
     let (turn, output) = run_turn(state, tenant, thread_id, request).await?;
     Ok(JsonText(StatusCode::OK, views::turn(&turn, output.as_ref(), false)).into_response())
+}
+
+fn idempotency(headers: &HeaderMap, body: &[u8]) -> ApiResult<Option<Idempotency>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "Idempotency-Key",
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_sha256: crate::storage::sha256_hex(body),
+    }))
 }
 
 /// `turn.started`, one `chunk` per upstream chunk (its JSON exactly as received, relayed as

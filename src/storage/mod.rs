@@ -26,7 +26,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 pub use lists::{Order, Page, PageQuery};
 pub use messages::sha256_hex;
-pub use turns::{BeginTurn, TurnOutcome};
+pub use turns::{BeginTurn, Begun, TurnOutcome};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

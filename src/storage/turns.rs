@@ -10,7 +10,7 @@ use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages, message_count};
 use super::rows::{self, TURN_COLUMNS};
 use super::threads::{bump_thread, fetch_thread, lease_state, Lease};
-use super::{Claim, Storage, Tx};
+use super::{Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
@@ -20,6 +20,24 @@ pub struct BeginTurn<'a> {
     pub model: &'a str,
     pub input: &'a [NewMessage],
     pub lease_ttl_ms: i64,
+    /// `Idempotency-Key` and the SHA-256 of the request it came with.
+    pub idempotency: Option<(&'a str, &'a str)>,
+}
+
+/// What `begin_turn` did.
+#[derive(Debug)]
+pub enum Begun {
+    /// The input is stored and the turn holds the thread's lease.
+    Started {
+        thread: ThreadRecord,
+        input_message_ids: Vec<String>,
+    },
+    /// The key names a completed turn: answer it again, nothing stored, nothing called.
+    Replay(TurnRecord),
+    NotFound,
+    Busy,
+    /// The key was used with another request on this thread.
+    KeyReused,
 }
 
 /// How a turn ended, with everything its closing transaction writes.
@@ -48,38 +66,87 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         begin: BeginTurn<'_>,
-    ) -> Result<Claim<(ThreadRecord, Vec<MessageRecord>)>, sqlx::Error> {
+    ) -> Result<Begun, sqlx::Error> {
         let now = ids::now();
         let now_ms = ids::now_millis();
         let mut tx = self.begin_write().await?;
-        match lease_state(&mut tx, tenant, thread_id, now_ms).await? {
-            Lease::Missing => return Ok(Claim::NotFound),
-            Lease::Held => return Ok(Claim::Busy),
+        let lease = lease_state(&mut tx, tenant, thread_id, now_ms).await?;
+        if matches!(lease, Lease::Missing) {
+            return Ok(Begun::NotFound);
+        }
+        // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
+        // the model again on its stored input, which is not stored a second time.
+        let mut rerun_input: Option<String> = None;
+        if let Some((key, hash)) = begin.idempotency {
+            let earlier: Option<(String, String, Option<String>, String)> = sqlx::query_as(
+                "SELECT id, status, request_sha256, input_message_ids FROM turns \
+                 WHERE thread_id = ? AND idempotency_key = ?",
+            )
+            .bind(thread_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
+                if earlier_hash.as_deref() != Some(hash) {
+                    return Ok(Begun::KeyReused);
+                }
+                match status.as_str() {
+                    "in_progress" => return Ok(Begun::Busy),
+                    "completed" => {
+                        let turn = fetch_turn(&mut tx, &earlier_id)
+                            .await?
+                            .ok_or(sqlx::Error::RowNotFound)?;
+                        return Ok(Begun::Replay(turn));
+                    }
+                    _ => {
+                        if matches!(lease, Lease::Held) {
+                            return Ok(Begun::Busy);
+                        }
+                        // The key moves to the new turn; the failed one keeps its record.
+                        sqlx::query("UPDATE turns SET idempotency_key = NULL WHERE id = ?")
+                            .bind(&earlier_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        rerun_input = Some(input_ids);
+                    }
+                }
+            }
+        }
+        match lease {
+            Lease::Missing => return Ok(Begun::NotFound),
+            Lease::Held => return Ok(Begun::Busy),
             Lease::Expired(stale) => interrupt(&mut tx, &stale, &now).await?,
             Lease::Free => {}
         }
-        let count = message_count(&mut tx, thread_id).await?;
-        let stored = insert_messages(
-            &mut tx,
-            thread_id,
-            count,
-            begin.input,
-            Some(begin.turn_id),
-            &now,
-        )
-        .await?;
-        bump_thread(&mut tx, thread_id, &stored, &now).await?;
-        let input_ids = serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let input_ids = match rerun_input {
+            Some(ids) => ids,
+            None => {
+                let count = message_count(&mut tx, thread_id).await?;
+                let stored = insert_messages(
+                    &mut tx,
+                    thread_id,
+                    count,
+                    begin.input,
+                    Some(begin.turn_id),
+                    &now,
+                )
+                .await?;
+                bump_thread(&mut tx, thread_id, &stored, &now).await?;
+                serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
+            }
+        };
         sqlx::query(
-            "INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at) \
-             VALUES (?, ?, 'in_progress', ?, ?, ?)",
+            "INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at, \
+             idempotency_key, request_sha256) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?)",
         )
         .bind(begin.turn_id)
         .bind(thread_id)
         .bind(&input_ids)
         .bind(begin.model)
         .bind(&now)
+        .bind(begin.idempotency.map(|(key, _)| key))
+        .bind(begin.idempotency.map(|(_, hash)| hash))
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE threads SET lease_turn_id = ?, lease_expires_at = ? WHERE id = ?")
@@ -92,7 +159,12 @@ impl Storage {
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
-        Ok(Claim::Done((thread, stored)))
+        let input_message_ids = serde_json::from_str(&input_ids)
+            .map_err(|e| sqlx::Error::Protocol(format!("input_message_ids: {e}")))?;
+        Ok(Begun::Started {
+            thread,
+            input_message_ids,
+        })
     }
 
     /// Extends a running turn's lease; false when the lease is no longer this turn's.
