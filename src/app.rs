@@ -4,8 +4,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use std::future::IntoFuture;
+
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::domain::context::Defaults;
@@ -18,12 +21,14 @@ pub struct AppState {
     pub defaults: Arc<Defaults>,
     pub storage: Storage,
     pub upstream: UpstreamClient,
+    /// Running turns: they outlive their requests, and shutdown waits for them.
+    pub turns: TaskTracker,
 }
 
 impl AppState {
     /// Opens the database (applying migrations) and builds the upstream client.
     pub async fn build(config: Config) -> Result<Self, String> {
-        let storage = Storage::connect(&config.database_url)
+        let storage = Storage::connect(&config.database_url, config.durable)
             .await
             .map_err(|e| format!("cannot open the database {}: {e}", config.database_url))?;
         let interrupted = storage
@@ -50,18 +55,22 @@ impl AppState {
             config: Arc::new(config),
             storage,
             upstream,
+            turns: TaskTracker::new(),
         })
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests (and so running turns)
-/// finish before returning.
+/// Serves until `shutdown` resolves; then stops accepting, lets requests and running turns
+/// finish within the configured grace period, and returns. Turns still running after it are
+/// marked `interrupted` at the next start.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let storage = state.storage.clone();
+    let turns = state.turns.clone();
+    let grace = state.config.shutdown_grace;
     let app = crate::http::router(state);
     // Without TCP_NODELAY, small responses can wait ~40 ms for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -69,11 +78,37 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let grace_over = async {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        tokio::time::sleep(grace).await;
+    };
+    let deadline = tokio::select! {
+        result = server => {
+            result?;
+            tokio::time::Instant::now() + grace
+        }
+        () = grace_over => tokio::time::Instant::now(),
+    };
+    turns.close();
+    if tokio::time::timeout_at(deadline, turns.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = turns.len(),
+            "shutdown grace period over: turns still running will read interrupted"
+        );
+    }
     storage.close().await;
-    result
+    Ok(())
 }
 
 /// Resolves on SIGTERM or ctrl-c.

@@ -19,6 +19,18 @@ pub struct DatabaseArgs {
         default_value = "sqlite://threadkeeper.db"
     )]
     pub database_url: String,
+
+    /// SQLite `synchronous` mode: `full` (every acknowledged write survives power loss) or
+    /// `normal` (faster; in WAL mode a power loss can drop the last commits, never corrupt).
+    #[arg(long, env = "THREADKEEPER_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    pub sqlite_synchronous: String,
+}
+
+impl DatabaseArgs {
+    /// `synchronous=FULL` unless `normal` was asked for.
+    pub fn durable(&self) -> bool {
+        self.sqlite_synchronous != "normal"
+    }
 }
 
 /// The `serve` command's settings.
@@ -67,6 +79,10 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADKEEPER_UPSTREAM_ATTEMPTS", default_value_t = 3)]
     pub upstream_attempts: u32,
 
+    /// After SIGTERM/SIGINT, how long running turns get to finish before the process exits.
+    #[arg(long, env = "THREADKEEPER_SHUTDOWN_GRACE", default_value = "30s")]
+    pub shutdown_grace: String,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "THREADKEEPER_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -77,6 +93,8 @@ pub struct ServeArgs {
 pub struct Config {
     pub bind: String,
     pub database_url: String,
+    /// `synchronous=FULL` (true) or `NORMAL`.
+    pub durable: bool,
     pub upstream_url: String,
     /// `None`: turns answer 503 `upstream_not_configured`.
     pub api_key: Option<SecretString>,
@@ -87,6 +105,7 @@ pub struct Config {
     pub upstream_attempts: u32,
     /// How long a turn's hold on its thread lasts without renewal.
     pub lease_ttl: Duration,
+    pub shutdown_grace: Duration,
 }
 
 /// Timeouts that fit reasoning models: connecting and receiving the response head must be
@@ -94,7 +113,10 @@ pub struct Config {
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTimeouts {
     pub connect: Duration,
+    /// Until the response head arrives.
     pub first_byte: Duration,
+    /// Between two reads of the body (padding and keep-alive comments count as progress).
+    pub idle: Duration,
     pub total: Duration,
 }
 
@@ -103,6 +125,7 @@ impl UpstreamTimeouts {
         Self {
             connect: total.min(Duration::from_secs(10)),
             first_byte: total.min(Duration::from_secs(60)),
+            idle: total.min(Duration::from_secs(120)),
             total,
         }
     }
@@ -118,6 +141,8 @@ impl Config {
         if total.is_zero() {
             return Err("--upstream-timeout must be greater than zero".into());
         }
+        let shutdown_grace = humantime::parse_duration(&args.shutdown_grace)
+            .map_err(|e| format!("--shutdown-grace: {e} (use e.g. 30s)"))?;
         let max_body = parse_size(&args.max_body).map_err(|e| format!("--max-body: {e}"))?;
         if args.upstream_attempts == 0 {
             return Err("--upstream-attempts must be at least 1".into());
@@ -132,6 +157,7 @@ impl Config {
         Ok(Self {
             bind: args.bind.clone(),
             database_url: args.database.database_url.clone(),
+            durable: args.database.durable(),
             upstream_url: args.upstream_url.trim_end_matches('/').to_owned(),
             api_key,
             default_model: args.default_model.clone(),
@@ -140,6 +166,7 @@ impl Config {
             max_body,
             upstream_attempts: args.upstream_attempts,
             lease_ttl: Duration::from_secs(30),
+            shutdown_grace,
         })
     }
 }

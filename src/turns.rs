@@ -41,7 +41,9 @@ pub async fn run_turn(
     request: TurnRequest,
 ) -> ApiResult<FinishedTurn> {
     let span = tracing::Span::current();
-    tokio::spawn(drive(state, tenant, thread_id, request, None, None).instrument(span))
+    let tracker = state.turns.clone();
+    tracker
+        .spawn(drive(state, tenant, thread_id, request, None, None).instrument(span))
         .await
         .map_err(|e| ApiError::Internal(format!("turn task failed: {e}")))?
 }

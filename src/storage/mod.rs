@@ -11,6 +11,7 @@
 
 mod lists;
 mod messages;
+mod owner;
 mod rows;
 mod threads;
 mod turns;
@@ -42,15 +43,21 @@ pub enum Claim<T> {
 pub struct Storage {
     write: SqlitePool,
     read: SqlitePool,
+    /// This process, as named in the leases it takes.
+    owner: std::sync::Arc<str>,
 }
 
 impl Storage {
     /// Opens (creating if missing) the database and applies pending migrations.
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    pub async fn connect(url: &str, durable: bool) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(if durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new()
@@ -69,12 +76,16 @@ impl Storage {
                 .connect_with(options.read_only(true))
                 .await?
         };
-        Ok(Self { write, read })
+        Ok(Self {
+            write,
+            read,
+            owner: owner::current().into(),
+        })
     }
 
     /// Applies migrations only (the `migrate` command).
     pub async fn migrate(url: &str) -> Result<(), sqlx::Error> {
-        let storage = Self::connect(url).await?;
+        let storage = Self::connect(url, true).await?;
         storage.close().await;
         Ok(())
     }

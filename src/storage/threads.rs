@@ -207,8 +207,9 @@ pub(super) async fn lease_state(
     thread_id: &str,
     now_millis: i64,
 ) -> Result<Lease, sqlx::Error> {
-    let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
-        "SELECT lease_turn_id, lease_expires_at FROM threads WHERE id = ? AND tenant = ?",
+    let row: Option<(Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT lease_turn_id, lease_expires_at, lease_owner FROM threads \
+         WHERE id = ? AND tenant = ?",
     )
     .bind(thread_id)
     .bind(tenant)
@@ -216,9 +217,15 @@ pub(super) async fn lease_state(
     .await?;
     Ok(match row {
         None => Lease::Missing,
-        Some((None, _)) => Lease::Free,
-        Some((Some(turn), Some(expires))) if expires <= now_millis => Lease::Expired(turn),
-        Some((Some(turn), None)) => Lease::Expired(turn),
-        Some((Some(_), Some(_))) => Lease::Held,
+        Some((None, _, _)) => Lease::Free,
+        Some((Some(turn), expires, owner)) => {
+            let expired = expires.is_none_or(|e| e <= now_millis);
+            let owner_gone = owner.as_deref().is_some_and(|o| !super::owner::is_alive(o));
+            if expired || owner_gone {
+                Lease::Expired(turn)
+            } else {
+                Lease::Held
+            }
+        }
     })
 }

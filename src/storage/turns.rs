@@ -10,7 +10,7 @@ use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages, message_count};
 use super::rows::{self, TURN_COLUMNS};
 use super::threads::{bump_thread, fetch_thread, lease_state, Lease};
-use super::{Storage, Tx};
+use super::{owner, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
@@ -149,12 +149,16 @@ impl Storage {
         .bind(begin.idempotency.map(|(_, hash)| hash))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE threads SET lease_turn_id = ?, lease_expires_at = ? WHERE id = ?")
-            .bind(begin.turn_id)
-            .bind(now_ms + begin.lease_ttl_ms)
-            .bind(thread_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ? \
+             WHERE id = ?",
+        )
+        .bind(begin.turn_id)
+        .bind(now_ms + begin.lease_ttl_ms)
+        .bind(&*self.owner)
+        .bind(thread_id)
+        .execute(&mut *tx)
+        .await?;
         let thread = fetch_thread(&mut tx, tenant, thread_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
@@ -358,25 +362,34 @@ impl Storage {
         }))
     }
 
-    /// At start-up: turns whose lease has expired were running in a process that died.
-    /// Marks them `interrupted` and frees their threads. Returns how many.
+    /// At start-up: turns whose process died (their lease expired, or its owner is gone)
+    /// are marked `interrupted` and their threads freed. Returns how many.
     pub async fn interrupt_abandoned_turns(&self) -> Result<u64, sqlx::Error> {
         let now = ids::now();
+        let now_ms = ids::now_millis();
         let mut tx = self.begin_write().await?;
-        let stale: Vec<(String, String)> = sqlx::query_as(
-            "SELECT t.id, t.thread_id FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
-             WHERE t.status = 'in_progress' AND (h.lease_turn_id IS NOT t.id \
-             OR h.lease_expires_at IS NULL OR h.lease_expires_at <= ?)",
-        )
-        .bind(ids::now_millis())
-        .fetch_all(&mut *tx)
-        .await?;
-        for (turn_id, thread_id) in &stale {
-            interrupt(&mut tx, turn_id, &now).await?;
-            release(&mut tx, thread_id, turn_id).await?;
+        let running: Vec<(String, String, Option<String>, Option<i64>, Option<String>)> =
+            sqlx::query_as(
+                "SELECT t.id, t.thread_id, h.lease_turn_id, h.lease_expires_at, h.lease_owner \
+                 FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
+                 WHERE t.status = 'in_progress'",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut interrupted = 0;
+        for (turn_id, thread_id, lease_turn, expires, owner) in running {
+            let still_held = lease_turn.as_deref() == Some(turn_id.as_str())
+                && expires.is_some_and(|e| e > now_ms)
+                && owner.as_deref().is_none_or(owner::is_alive);
+            if still_held {
+                continue; // another live process is running it
+            }
+            interrupt(&mut tx, &turn_id, &now).await?;
+            release(&mut tx, &thread_id, &turn_id).await?;
+            interrupted += 1;
         }
         tx.commit().await?;
-        Ok(stale.len() as u64)
+        Ok(interrupted)
     }
 }
 
@@ -395,7 +408,7 @@ async fn interrupt(tx: &mut Tx, turn_id: &str, now: &str) -> Result<(), sqlx::Er
 
 async fn release(tx: &mut Tx, thread_id: &str, turn_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL \
+        "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
          WHERE id = ? AND lease_turn_id = ?",
     )
     .bind(thread_id)

@@ -205,7 +205,8 @@ impl UpstreamClient {
         }
         let mut body = Vec::new();
         loop {
-            match timeout_at(deadline, response.chunk()).await {
+            let next_read = deadline.min(Instant::now() + self.timeouts.idle);
+            match timeout_at(next_read, response.chunk()).await {
                 Err(_) => {
                     return Attempt::TimedOut {
                         partial: body,
@@ -244,7 +245,8 @@ impl UpstreamClient {
         let mut unreadable: Option<String> = None;
         let mut done = false;
         let ended = loop {
-            match timeout_at(deadline, response.chunk()).await {
+            let next_read = deadline.min(Instant::now() + self.timeouts.idle);
+            match timeout_at(next_read, response.chunk()).await {
                 Err(_) => break Err(self.timeout_failure()),
                 Ok(Err(e)) => {
                     break Err(failure(
@@ -304,8 +306,9 @@ impl UpstreamClient {
         failure(
             TurnFailureKind::Timeout,
             format!(
-                "the upstream did not answer in time (first byte within {}s, whole answer within {}s)",
+                "the upstream did not answer in time (response head within {}s, no silence over {}s, whole answer within {}s)",
                 self.timeouts.first_byte.as_secs(),
+                self.timeouts.idle.as_secs(),
                 self.timeouts.total.as_secs()
             ),
             None,
