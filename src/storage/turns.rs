@@ -368,14 +368,13 @@ impl Storage {
         let now = ids::now();
         let now_ms = ids::now_millis();
         let mut tx = self.begin_write().await?;
-        let running: Vec<(String, String, Option<String>, Option<i64>, Option<String>)> =
-            sqlx::query_as(
-                "SELECT t.id, t.thread_id, h.lease_turn_id, h.lease_expires_at, h.lease_owner \
+        let running: Vec<RunningTurnRow> = sqlx::query_as(
+            "SELECT t.id, t.thread_id, h.lease_turn_id, h.lease_expires_at, h.lease_owner \
                  FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
                  WHERE t.status = 'in_progress'",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut interrupted = 0;
         for (turn_id, thread_id, lease_turn, expires, owner) in running {
             let still_held = lease_turn.as_deref() == Some(turn_id.as_str())
@@ -392,6 +391,10 @@ impl Storage {
         Ok(interrupted)
     }
 }
+
+/// An `in_progress` turn with its thread's lease: turn id, thread id, lease turn, lease
+/// expiry, lease owner.
+type RunningTurnRow = (String, String, Option<String>, Option<i64>, Option<String>);
 
 async fn interrupt(tx: &mut Tx, turn_id: &str, now: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
