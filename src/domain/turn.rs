@@ -12,13 +12,20 @@ use crate::error::ApiError;
 
 /// Parses a request body, telling malformed JSON (`invalid_json`) from JSON of the wrong
 /// shape (`invalid_request`).
+///
+/// Request bodies are JSON objects: derived `Deserialize` would also take an array and fill
+/// the fields by position, so anything else is refused before serde sees it.
 pub fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(classify)
+    let raw: &RawValue = serde_json::from_slice(body).map_err(classify)?;
+    if raw::kind(raw) != raw::Kind::Object {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    }
+    serde_json::from_str(raw.get()).map_err(classify)
 }
 
 /// Like `from_body`, for types that own their data.

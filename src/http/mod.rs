@@ -11,8 +11,11 @@ mod turns;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
+use axum::extract::MatchedPath;
+use axum::http::Method;
 use axum::http::{HeaderName, Request};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -20,6 +23,29 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+
+/// The routes that read a query string (on GET): lists and the context preview.
+const QUERY_ROUTES: [&str; 4] = [
+    "/v1/threads",
+    "/v1/threads/{thread_id}/messages",
+    "/v1/threads/{thread_id}/turns",
+    "/v1/threads/{thread_id}/context",
+];
+
+/// A query string on a route that takes none is refused, like an unknown field in a body:
+/// a client that thinks it is setting something should hear that it is not.
+async fn refuse_unexpected_query(request: axum::extract::Request, next: Next) -> Response {
+    let has_query = request.uri().query().is_some_and(|q| !q.is_empty());
+    let takes_query = request.method() == Method::GET
+        && request
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|path| QUERY_ROUTES.contains(&path.as_str()));
+    if has_query && !takes_query {
+        return ApiError::invalid("this route takes no query parameters").into_response();
+    }
+    next.run(request).await
+}
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -30,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(turns::router())
         .merge(health::router())
+        .route_layer(middleware::from_fn(refuse_unexpected_query))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this method is not allowed on this route".into())

@@ -1,0 +1,17 @@
+//! Black-box tests of threadkeeper over HTTP: each test starts the real binary on port 0
+//! with its own SQLite file and its own fake OpenRouter, and checks both what the API
+//! answers and what reached the upstream.
+
+// Tests may panic on a broken expectation; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod errors;
+mod failures;
+mod helpers;
+mod malformed;
+mod messages;
+mod pagination;
+mod processes;
+mod reasoning_replay;
+mod threads;
+mod turns;

@@ -1,0 +1,339 @@
+//! Processes and durability: one turn at a time per thread (also across processes sharing a
+//! database), SIGKILL and restart, the `migrate` command, health endpoints.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fake_openrouter::Reply;
+use serde_json::json;
+
+use crate::helpers::*;
+
+const SLOW: Duration = Duration::from_secs(4);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_turn_on_a_busy_thread_is_409_and_stores_nothing() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let other = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::generated().with_delay(SLOW));
+    let api = app.api.clone();
+    let thread = id.clone();
+    let slow = tokio::spawn(async move { api.turn(&thread, &json!({"input": "slow one"})).await });
+    wait_for_requests(&app.fake, 1).await;
+
+    app.turn(&id, &json!({"input": "second"}))
+        .await
+        .expect_error(409, "thread_busy");
+    app.turn(&id, &json!({}))
+        .await
+        .expect_error(409, "thread_busy");
+    app.post(
+        &format!("/v1/threads/{id}/messages"),
+        &json!({"messages": [{"role": "user", "content": "sneaky"}]}),
+    )
+    .await
+    .expect_error(409, "thread_busy");
+    app.delete(&format!("/v1/threads/{id}"))
+        .await
+        .expect_error(409, "thread_busy");
+    // Reads still work, and show the turn in progress with its stored input.
+    let turns = app.turns(&id).await;
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0]["status"], "in_progress");
+    assert!(turns[0].get("completed_at").is_none());
+    assert_eq!(app.messages(&id).await.len(), 1);
+    // Other threads are not blocked.
+    app.turn_ok(&other, &json!({"input": "meanwhile"})).await;
+
+    let first = slow.await.unwrap().expect(200);
+    assert_eq!(first["status"], "completed");
+    let contents: Vec<String> = app
+        .messages(&id)
+        .await
+        .iter()
+        .map(|m| m["content"].to_string())
+        .collect();
+    assert_eq!(contents.len(), 2, "{contents:?}");
+    assert!(!contents
+        .iter()
+        .any(|c| c.contains("second") || c.contains("sneaky")));
+    // Free again.
+    app.turn_ok(&id, &json!({"input": "third"})).await;
+    let requests = app.fake.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests
+        .iter()
+        .all(|r| !r.body.contains("second") && !r.body.contains("sneaky")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_busy_holds_across_two_processes_on_one_database() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer();
+    let peer_api = peer.api();
+    let id = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::generated().with_delay(SLOW));
+    let api = app.api.clone();
+    let thread = id.clone();
+    let slow =
+        tokio::spawn(async move { api.turn(&thread, &json!({"input": "in process A"})).await });
+    wait_for_requests(&app.fake, 1).await;
+
+    peer_api
+        .turn(&id, &json!({"input": "in process B"}))
+        .await
+        .expect_error(409, "thread_busy");
+    peer_api
+        .post(
+            &format!("/v1/threads/{id}/messages"),
+            &json!({"messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await
+        .expect_error(409, "thread_busy");
+    peer_api
+        .delete(&format!("/v1/threads/{id}"))
+        .await
+        .expect_error(409, "thread_busy");
+    assert_eq!(peer_api.turns(&id).await[0]["status"], "in_progress");
+
+    let first = slow.await.unwrap().expect(200);
+    // Process B sees A's reply and continues the thread.
+    let second = peer_api.turn_ok(&id, &json!({"input": "now B"})).await;
+    let sent = app.fake.requests()[1].json();
+    assert_eq!(sent["messages"][1]["content"], first["output"]["content"]);
+    assert_eq!(second["output"]["seq"], 4);
+
+    // Turns on different threads in both processes at once both complete.
+    let x = app.new_thread_id(&json!({})).await;
+    let y = peer_api.new_thread_id(&json!({})).await;
+    app.fake
+        .push(Reply::generated().with_delay(Duration::from_millis(500)));
+    app.fake
+        .push(Reply::generated().with_delay(Duration::from_millis(500)));
+    let (body_x, body_y) = (json!({"input": "x"}), json!({"input": "y"}));
+    let (rx, ry) = tokio::join!(app.turn(&x, &body_x), peer_api.turn(&y, &body_y));
+    rx.expect(200);
+    ry.expect(200);
+    assert_eq!(app.thread(&y).await["message_count"], 2);
+    assert_eq!(peer_api.thread(&x).await["message_count"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_sigkill_and_restart() {
+    let mut app =
+        spawn_app_with(Opts::default().strict().args(&["--upstream-attempts", "1"])).await;
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]);
+    let a = app
+        .new_thread_id(&json!({
+            "metadata": {"k": "v"},
+            "system": "sys",
+            "params": {"tools": tools},
+            "messages": [{"role": "user", "content": "imported"}]
+        }))
+        .await;
+    let t1 = app.turn_ok(&a, &json!({"input": "look it up"})).await;
+    let call_id = t1["output"]["tool_calls"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.turn_ok(
+        &a,
+        &json!({"input": {"role": "tool", "tool_call_id": call_id, "content": "found"}}),
+    )
+    .await;
+    let b = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::raw(
+        400,
+        r#"{"error":{"message":"nope","code":400}}"#,
+    ));
+    app.turn(&b, &json!({"input": "fails"}))
+        .await
+        .expect_error(502, "upstream_error");
+    let assistant = t1["output_message_id"].as_str().unwrap().to_owned();
+    let details_path = format!("/v1/threads/{a}/messages/{assistant}/reasoning_details");
+    let details_before = app.get(&details_path).await;
+    assert_eq!(details_before.status, 200);
+    let before = app.snapshot().await;
+
+    app.restart();
+
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "state after SIGKILL + restart"
+    );
+    let details_after = app.get(&details_path).await;
+    assert_eq!(details_after.text, details_before.text);
+    assert_eq!(
+        details_after.header("repr-digest"),
+        details_before.header("repr-digest")
+    );
+
+    // The conversation continues where it was: the strict fake accepts the replayed bytes.
+    let t3 = app
+        .turn_ok(&a, &json!({"input": "and after the restart?"}))
+        .await;
+    assert_eq!(t3["output"]["seq"], 7);
+    let last = app.fake.requests().last().unwrap().clone();
+    assert_eq!(last.reply_status, 200);
+    let stored = raw_fields(
+        &app.get(&format!("/v1/threads/{a}/messages/{assistant}"))
+            .await
+            .text,
+    );
+    let replayed = sent_messages(&last.body)
+        .iter()
+        .map(|m| raw_fields(m))
+        .find(|m| m.get("tool_calls").is_some())
+        .unwrap();
+    assert_eq!(replayed["reasoning_details"], stored["reasoning_details"]);
+    app.turn_ok(&b, &json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_killed_mid_call_keeps_its_stored_input() {
+    let mut app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::hang());
+    let api = app.api.clone();
+    let thread = id.clone();
+    let pending = tokio::spawn(async move {
+        let _ = api
+            .http
+            .post(format!("{}/v1/threads/{thread}/turns", api.base))
+            .json(&json!({"input": "lost in flight?"}))
+            .send()
+            .await;
+    });
+    wait_for_requests(&app.fake, 1).await;
+    app.restart();
+    pending.abort();
+
+    let messages = app.messages(&id).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["content"], "lost in flight?");
+    let turns = app.turns(&id).await;
+    assert_eq!(turns.len(), 1);
+    let status = turns[0]["status"].as_str().unwrap();
+    assert!(
+        status == "in_progress" || status == "interrupted",
+        "{}",
+        turns[0]
+    );
+    assert_eq!(turns[0]["input_message_ids"][0], messages[0]["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_command_prepares_a_database_and_serve_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = db_url_in(dir.path());
+    for _ in 0..2 {
+        // Twice: migrations are idempotent.
+        let out = Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
+            .args(["migrate", "--database-url", &db_url])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "logs go to stderr: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(dir.path().join("test.db").exists());
+    let fake = fake_openrouter::FakeUpstream::start(Default::default())
+        .await
+        .unwrap();
+    let service = Service::start(&db_url, &fake.base_url(), &Opts::default());
+    let api = service.api();
+    api.get("/healthz").await.expect(200);
+    api.get("/readyz").await.expect(200);
+    let id = api.new_thread_id(&json!({})).await;
+    api.turn_ok(&id, &json!({"input": "hi"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_stop_serve_with_a_message() {
+    for (flag, value) in [
+        ("--upstream-timeout", "soon"),
+        ("--max-body", "lots"),
+        ("--default-reasoning", "[1]"),
+        ("--upstream-attempts", "0"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--database-url",
+                &db_url_in(dir.path()),
+                flag,
+                value,
+            ])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A serve that wrongly accepts the flag would run forever: bound the wait.
+        let mut status = None;
+        for _ in 0..100 {
+            status = child.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve accepted {flag} {value} and kept running");
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(flag.trim_start_matches('-')),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_does_not_lose_the_turn() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.fake
+        .push(Reply::generated().with_delay(Duration::from_millis(1500)));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{}/v1/threads/{id}/turns", app.base))
+        .json(&json!({"input": "are you still there?"}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client was meant to time out");
+    // The turn runs to its end without the client.
+    let mut status = String::new();
+    for _ in 0..100 {
+        let turns = app.turns(&id).await;
+        status = turns[0]["status"].as_str().unwrap().to_owned();
+        if status != "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "completed");
+    let messages = app.messages(&id).await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["role"], "assistant");
+}
