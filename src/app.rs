@@ -10,6 +10,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::domain::context::Defaults;
 use crate::storage::Storage;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub upstream: UpstreamClient,
     /// Running turns: they outlive their requests, and shutdown waits for them.
     pub turns: TaskTracker,
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             );
         }
         let upstream = UpstreamClient::new(&config)?;
+        let config_rate_limit = config.rate_limit_per_minute;
         if !upstream.is_configured() {
             tracing::warn!(
                 "OPENROUTER_API_KEY is not set: turns will answer 503 upstream_not_configured"
@@ -56,6 +59,7 @@ impl AppState {
             storage,
             upstream,
             turns: TaskTracker::new(),
+            auth: Arc::new(Auth::new(config_rate_limit)),
         })
     }
 }

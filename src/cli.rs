@@ -26,13 +26,40 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Manage service keys.
+    Keys {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        /// What the key is for, e.g. the client's name.
+        #[arg(long)]
+        name: String,
+        /// The tenant its threads belong to.
+        #[arg(long, default_value = crate::auth::OPEN_TENANT)]
+        tenant: String,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id, as `keys list` shows it.
+        id: String,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Command::Serve(args) => args.log_format.clone(),
-        Command::Migrate(_) => "pretty".into(),
+        Command::Migrate(_) | Command::Keys { .. } => "pretty".into(),
     };
     if let Err(e) = crate::telemetry::init(&log_format) {
         eprintln!("threadkeeper: {e}");
@@ -55,13 +82,13 @@ pub fn main() -> ExitCode {
                 .await
                 .map(|()| tracing::info!(database = %args.database_url, "migrations applied"))
                 .map_err(|e| format!("migration failed: {e}")),
+            Command::Keys { database, command } => keys(database, command).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("threadkeeper: {e}");
             ExitCode::FAILURE
         }
     }
@@ -73,10 +100,94 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let allow_unauthenticated = config.allow_unauthenticated;
     let state = AppState::build(config).await?;
+    let keys_exist = state
+        .storage
+        .keys_exist()
+        .await
+        .map_err(|e| format!("cannot read service keys: {e}"))?;
+    if !keys_exist && !addr.ip().is_loopback() {
+        if !allow_unauthenticated {
+            return Err(format!(
+                "refusing to serve on {addr} without service keys: anyone who can reach it could \
+                 read and write every thread. Create a key with `threadkeeper keys create --name NAME`, \
+                 bind to a loopback address, or pass --allow-unauthenticated"
+            ));
+        }
+        tracing::warn!(
+            "serving without service keys on a non-loopback address (--allow-unauthenticated)"
+        );
+    }
     // Scripts and tests read the port from this line when binding port 0.
     tracing::info!("listening on {addr}");
     app::serve(listener, state, app::shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))
+}
+
+async fn keys(database: DatabaseArgs, command: KeysCommand) -> Result<(), String> {
+    let storage = Storage::connect(&database.database_url, database.durable())
+        .await
+        .map_err(|e| format!("cannot open the database {}: {e}", database.database_url))?;
+    let result = match command {
+        KeysCommand::Create { name, tenant } => {
+            if name.trim().is_empty() || tenant.trim().is_empty() {
+                return Err("--name and --tenant must not be empty".into());
+            }
+            let key = crate::auth::generate_key();
+            let record = storage
+                .create_key(&name, &tenant, &crate::auth::hash_key(&key))
+                .await
+                .map_err(|e| format!("cannot create the key: {e}"))?;
+            // The key itself goes to stdout, alone on its line, and is never shown again.
+            println!("{key}");
+            eprintln!(
+                "created key {} ({}) for tenant {}; store it now, it cannot be shown again",
+                record.id, record.name, record.tenant
+            );
+            Ok(())
+        }
+        KeysCommand::List => {
+            let keys = storage
+                .list_keys()
+                .await
+                .map_err(|e| format!("cannot list keys: {e}"))?;
+            println!(
+                "{:<36}  {:<20}  {:<16}  {:<24}  {:<24}  status",
+                "id", "name", "tenant", "created", "last used"
+            );
+            for k in keys {
+                println!(
+                    "{:<36}  {:<20}  {:<16}  {:<24}  {:<24}  {}",
+                    k.id,
+                    k.name,
+                    k.tenant,
+                    k.created_at,
+                    k.last_used_at.as_deref().unwrap_or("never"),
+                    if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { id } => {
+            let id = crate::domain::ids::parse_id(&id, "id").map_err(|e| e.to_string())?;
+            if storage
+                .revoke_key(&id)
+                .await
+                .map_err(|e| format!("cannot revoke the key: {e}"))?
+            {
+                eprintln!("revoked key {id}");
+                Ok(())
+            } else {
+                Err(format!("no key with id {id}"))
+            }
+        }
+    };
+    storage.close().await;
+    result
 }

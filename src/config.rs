@@ -15,6 +15,7 @@ pub struct DatabaseArgs {
     /// SQLite database URL; the file is created if missing.
     #[arg(
         long,
+        global = true,
         env = "THREADKEEPER_DATABASE_URL",
         default_value = "sqlite://threadkeeper.db"
     )]
@@ -22,7 +23,7 @@ pub struct DatabaseArgs {
 
     /// SQLite `synchronous` mode: `full` (every acknowledged write survives power loss) or
     /// `normal` (faster; in WAL mode a power loss can drop the last commits, never corrupt).
-    #[arg(long, env = "THREADKEEPER_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    #[arg(long, global = true, env = "THREADKEEPER_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
     pub sqlite_synchronous: String,
 }
 
@@ -79,6 +80,15 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADKEEPER_UPSTREAM_ATTEMPTS", default_value_t = 3)]
     pub upstream_attempts: u32,
 
+    /// Serve without service keys on a non-loopback address (anyone who can reach it can
+    /// read and write every thread).
+    #[arg(long, env = "THREADKEEPER_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Requests per minute allowed per service key (0: no limit).
+    #[arg(long, env = "THREADKEEPER_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+    pub rate_limit_per_minute: u32,
+
     /// After SIGTERM/SIGINT, how long running turns get to finish before the process exits.
     #[arg(long, env = "THREADKEEPER_SHUTDOWN_GRACE", default_value = "30s")]
     pub shutdown_grace: String,
@@ -106,6 +116,8 @@ pub struct Config {
     /// How long a turn's hold on its thread lasts without renewal.
     pub lease_ttl: Duration,
     pub shutdown_grace: Duration,
+    pub allow_unauthenticated: bool,
+    pub rate_limit_per_minute: u32,
 }
 
 /// Timeouts that fit reasoning models: connecting and receiving the response head must be
@@ -167,6 +179,8 @@ impl Config {
             upstream_attempts: args.upstream_attempts,
             lease_ttl: Duration::from_secs(30),
             shutdown_grace,
+            allow_unauthenticated: args.allow_unauthenticated,
+            rate_limit_per_minute: args.rate_limit_per_minute,
         })
     }
 }

@@ -54,6 +54,9 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// This key's request budget is spent (`--rate-limit-per-minute`).
+    #[error("too many requests for this key; retry later")]
+    TooManyRequests(Duration),
     /// A turn that failed upstream; carries what the client should see.
     #[error("{}", .0.message)]
     Turn(TurnFailure),
@@ -132,6 +135,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::ThreadBusy => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -152,6 +156,7 @@ impl ApiError {
             Self::Unauthorized => ("authentication_error", "unauthorized"),
             Self::NotFound(_) => ("not_found_error", "not_found"),
             Self::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
+            Self::TooManyRequests(_) => ("rate_limit_error", "rate_limited"),
             Self::ThreadBusy => ("conflict_error", "thread_busy"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
             Self::UnsupportedMediaType(_) => ("invalid_request_error", "unsupported_media_type"),
@@ -187,10 +192,17 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let retry_after = match &self {
             Self::Turn(f) => f.retry_after,
+            Self::TooManyRequests(wait) => Some(*wait + Duration::from_millis(999)),
             _ => None,
         };
         let mut response =
             (status, axum::Json(ErrorEnvelope { error: self.body() })).into_response();
+        if matches!(self, Self::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"threadkeeper\""),
+            );
+        }
         if let Some(after) = retry_after {
             let secs = after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&secs) {

@@ -5,6 +5,7 @@
 //! `reasoning_details` byte for byte.
 
 pub mod app; // AppState, the router and `serve(listener, shutdown)`
+pub mod auth; // service keys, tenants, open mode, rate limit
 pub mod cli; // clap commands: serve, migrate
 pub mod config; // the one place that reads flags and environment
 pub mod domain; // ids, messages, threads, turns; the context rebuild as a pure function

@@ -108,17 +108,25 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiE
     .map_err(|e| ApiError::invalid(format!("invalid query string: {}", e.body_text())))
 }
 
-/// The tenant a request acts for. Until service keys exist, everything is the open-mode
-/// tenant `default`.
+/// The tenant a request acts for: the tenant of its service key, or the open-mode tenant
+/// while no key has ever been created. Every `/v1` handler takes one, so none runs
+/// unauthenticated once keys exist.
 pub struct Tenant(pub String);
 
 impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(
-        _parts: &mut Parts,
-        _state: &AppState,
+        parts: &mut Parts,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self("default".into()))
+        let principal = state
+            .auth
+            .authenticate(
+                &state.storage,
+                parts.headers.get(axum::http::header::AUTHORIZATION),
+            )
+            .await?;
+        Ok(Self(principal.tenant))
     }
 }

@@ -9,6 +9,7 @@
 //! The interface is shaped as whole operations ("create this thread", "begin this turn",
 //! "complete this turn") so that a PostgreSQL implementation can sit behind it later.
 
+mod keys;
 mod lists;
 mod messages;
 mod owner;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
+pub use keys::{ActiveKey, KeyRecord};
 pub use lists::{Order, Page, PageQuery};
 pub use messages::sha256_hex;
 pub use turns::{BeginTurn, Begun, TurnOutcome};

@@ -1,0 +1,143 @@
+//! Service keys: create, list, revoke, and the per-request lookup.
+
+use super::Storage;
+use crate::domain::ids;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// An active key found by its hash.
+#[derive(Debug, Clone)]
+pub struct ActiveKey {
+    pub id: String,
+    pub tenant: String,
+    pub key_sha256: String,
+    pub last_used_at: Option<String>,
+}
+
+type KeyRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+impl Storage {
+    pub async fn create_key(
+        &self,
+        name: &str,
+        tenant: &str,
+        key_sha256: &str,
+    ) -> Result<KeyRecord, sqlx::Error> {
+        let record = KeyRecord {
+            id: ids::new_id(),
+            name: name.to_owned(),
+            tenant: tenant.to_owned(),
+            created_at: ids::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO service_keys (id, name, tenant, key_sha256, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&record.id)
+        .bind(&record.name)
+        .bind(&record.tenant)
+        .bind(key_sha256)
+        .bind(&record.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, sqlx::Error> {
+        let mut conn = self.reader().await?;
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT id, name, tenant, created_at, last_used_at, revoked_at \
+             FROM service_keys ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, name, tenant, created_at, last_used_at, revoked_at)| KeyRecord {
+                    id,
+                    name,
+                    tenant,
+                    created_at,
+                    last_used_at,
+                    revoked_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Revokes a key at once; false when there is no such key (revoking twice is fine).
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE service_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+        )
+        .bind(ids::now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether any key was ever created (revoked ones count: revoking every key does not
+    /// reopen the service).
+    pub async fn keys_exist(&self) -> Result<bool, sqlx::Error> {
+        let mut conn = self.reader().await?;
+        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM service_keys LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(any.is_some())
+    }
+
+    /// The active key with this hash, if any.
+    pub async fn find_active_key(
+        &self,
+        key_sha256: &str,
+    ) -> Result<Option<ActiveKey>, sqlx::Error> {
+        let mut conn = self.reader().await?;
+        let row: Option<(String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, tenant, key_sha256, last_used_at FROM service_keys \
+             WHERE key_sha256 = ? AND revoked_at IS NULL",
+        )
+        .bind(key_sha256)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(row.map(|(id, tenant, key_sha256, last_used_at)| ActiveKey {
+            id,
+            tenant,
+            key_sha256,
+            last_used_at,
+        }))
+    }
+
+    pub async fn touch_key(&self, id: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE service_keys SET last_used_at = ? WHERE id = ?")
+            .bind(ids::now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
