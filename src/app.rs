@@ -30,6 +30,7 @@ pub struct AppState {
 impl AppState {
     /// Opens the database (applying migrations) and builds the upstream client.
     pub async fn build(config: Config) -> Result<Self, String> {
+        crate::telemetry::metrics::install();
         let storage = Storage::connect(&config.database_url, config.durable)
             .await
             .map_err(|e| format!("cannot open the database {}: {e}", config.database_url))?;

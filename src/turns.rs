@@ -19,6 +19,7 @@ use crate::domain::records::{MessageRecord, TurnRecord};
 use crate::domain::turn::TurnRequest;
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{BeginTurn, Begun, TurnOutcome};
+use crate::telemetry::metrics as m;
 use crate::upstream::{ChunkSink, Completion};
 
 /// A turn that ended: its record and, when completed, its assistant message.
@@ -138,8 +139,17 @@ async fn drive(
     }
 
     let heartbeat = spawn_heartbeat(&state, &thread_id, &turn_id);
+    let in_progress = metrics::gauge!(m::TURNS_IN_PROGRESS);
+    in_progress.increment(1.0);
     let result = call_and_store(&state, &thread, &turn_id, &options, started, sink).await;
+    in_progress.decrement(1.0);
     heartbeat.abort();
+    let status = if result.is_ok() {
+        "completed"
+    } else {
+        "failed"
+    };
+    metrics::counter!(m::TURNS, "status" => status).increment(1);
     if let Err(err @ (ApiError::Internal(_) | ApiError::Unavailable)) = &result {
         // The turn could not be completed or failed normally (the database refused a
         // write): end it as failed so its thread does not stay busy until the lease expires.
@@ -246,6 +256,18 @@ async fn call_and_store(
 }
 
 fn completed(turn_id: &str, thread_id: &str, requested_model: &str, c: Completion) -> TurnOutcome {
+    if let Some(t) = &c.totals {
+        for (kind, n) in [
+            ("prompt", t.prompt_tokens),
+            ("completion", t.completion_tokens),
+            ("reasoning", t.reasoning_tokens),
+        ] {
+            metrics::counter!(m::TOKENS, "kind" => kind).increment(n.max(0) as u64);
+        }
+        // metrics counters are integers; cost is fractional credits, so it is a gauge that
+        // only ever grows (rate() and increase() work on it as on a counter).
+        metrics::gauge!(m::COST).increment(t.cost.max(0.0));
+    }
     let message = MessageRecord {
         id: ids::new_id(),
         thread_id: thread_id.to_owned(),

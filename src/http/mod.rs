@@ -56,8 +56,23 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(turns::router())
         .merge(health::router())
+        .route(
+            "/metrics",
+            axum::routing::get(crate::telemetry::metrics::render),
+        )
         .route_layer(middleware::from_fn(refuse_unexpected_query))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .route_layer(middleware::from_fn(crate::telemetry::metrics::track_http))
+        .fallback(|method: Method| async move {
+            // Routed requests are counted by `track_http`; the rest under one label.
+            metrics::counter!(
+                crate::telemetry::metrics::HTTP_REQUESTS,
+                "method" => method.as_str().to_owned(),
+                "route" => "unmatched",
+                "status" => "404"
+            )
+            .increment(1);
+            ApiError::NotFound("no such route".into())
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this method is not allowed on this route".into())
         })

@@ -17,6 +17,7 @@ use crate::config::{Config, UpstreamTimeouts};
 use crate::domain::ids;
 use crate::domain::records::AuditRecord;
 use crate::error::{TurnFailure, TurnFailureKind};
+use crate::telemetry::metrics as m;
 pub use wire::Completion;
 
 /// One upstream call, retries included: what was sent and received, and how it ended.
@@ -67,6 +68,23 @@ enum Attempt {
     },
 }
 
+impl Attempt {
+    /// The attempt's outcome as a metrics label.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Attempt::Answered { status, .. } | Attempt::Streamed { status, .. } => match status {
+                200..=299 => "ok",
+                429 => "http_429",
+                400..=499 => "http_4xx",
+                _ => "http_5xx",
+            },
+            Attempt::Unreachable(_) => "connect_error",
+            Attempt::TimedOut { .. } => "timeout",
+            Attempt::Broken { .. } => "broken",
+        }
+    }
+}
+
 impl UpstreamClient {
     pub fn new(config: &Config) -> Result<Self, String> {
         let http = reqwest::Client::builder()
@@ -93,6 +111,7 @@ impl UpstreamClient {
     /// a `sink`, a 2xx event stream is relayed chunk by chunk while it is accumulated.
     pub async fn complete(&self, body: String, sink: Option<&ChunkSink>) -> Exchange {
         let started_at = ids::now();
+        let started = Instant::now();
         let deadline = Instant::now() + self.timeouts.total;
         let mut audit = AuditRecord {
             request: Some(body.clone()),
@@ -105,6 +124,7 @@ impl UpstreamClient {
             attempt_no += 1;
             audit.attempts = i64::from(attempt_no);
             let attempt = self.attempt(body.clone(), deadline, sink).await;
+            metrics::counter!(m::UPSTREAM_ATTEMPTS, "outcome" => attempt.outcome()).increment(1);
             let last = attempt_no >= self.attempts;
             match attempt {
                 Attempt::Answered {
@@ -160,6 +180,14 @@ impl UpstreamClient {
             }
         };
         audit.finished_at = Some(ids::now());
+        let outcome = match &result {
+            Ok(_) => "completed",
+            Err(f) if f.kind == TurnFailureKind::Timeout => "timeout",
+            Err(f) if f.kind == TurnFailureKind::RateLimited => "rate_limited",
+            Err(_) => "failed",
+        };
+        metrics::histogram!(m::UPSTREAM_DURATION, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         Exchange { audit, result }
     }
 

@@ -1,4 +1,7 @@
-//! Tracing: the subscriber (filtered by `RUST_LOG`, pretty or JSON lines on stderr).
+//! Telemetry: the tracing subscriber (filtered by `RUST_LOG`, pretty or JSON lines on
+//! stderr) and Prometheus metrics.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
