@@ -26,6 +26,24 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Write a thread, its messages and its turns (with audit records) as NDJSON to stdout.
+    Export {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The thread's id.
+        #[arg(long)]
+        thread: String,
+    },
+    /// Restore a thread from an export file (`-` reads stdin), ids and bytes unchanged.
+    Import {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The NDJSON file written by `export`.
+        file: std::path::PathBuf,
+        /// The tenant that owns the restored thread (default: the open-mode tenant).
+        #[arg(long, default_value = crate::auth::OPEN_TENANT)]
+        tenant: String,
+    },
     /// Manage service keys.
     Keys {
         #[command(flatten)]
@@ -59,7 +77,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Command::Serve(args) => args.log_format.clone(),
-        Command::Migrate(_) | Command::Keys { .. } => "pretty".into(),
+        _ => "pretty".into(),
     };
     if let Err(e) = crate::telemetry::init(&log_format) {
         eprintln!("threadkeeper: {e}");
@@ -83,6 +101,12 @@ pub fn main() -> ExitCode {
                 .map(|()| tracing::info!(database = %args.database_url, "migrations applied"))
                 .map_err(|e| format!("migration failed: {e}")),
             Command::Keys { database, command } => keys(database, command).await,
+            Command::Export { database, thread } => export(database, &thread).await,
+            Command::Import {
+                database,
+                file,
+                tenant,
+            } => import(database, &file, &tenant).await,
         }
     });
     match result {
@@ -190,4 +214,57 @@ async fn keys(database: DatabaseArgs, command: KeysCommand) -> Result<(), String
     };
     storage.close().await;
     result
+}
+
+async fn open(database: &DatabaseArgs) -> Result<Storage, String> {
+    Storage::connect(&database.database_url, database.durable())
+        .await
+        .map_err(|e| format!("cannot open the database {}: {e}", database.database_url))
+}
+
+async fn export(database: DatabaseArgs, thread: &str) -> Result<(), String> {
+    let thread = crate::domain::ids::parse_id(thread, "thread").map_err(|e| e.to_string())?;
+    let storage = open(&database).await?;
+    let bundle = storage.export_thread(None, &thread).await;
+    storage.close().await;
+    let bundle = bundle
+        .map_err(|e| format!("cannot read the thread: {e}"))?
+        .ok_or_else(|| format!("no thread with id {thread}"))?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(crate::domain::export::write(&bundle).as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the export: {e}"))
+}
+
+async fn import(
+    database: DatabaseArgs,
+    file: &std::path::Path,
+    tenant: &str,
+) -> Result<(), String> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+    };
+    let bundle =
+        crate::domain::export::read(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let storage = open(&database).await?;
+    let imported = storage.import_thread(tenant, &bundle).await;
+    storage.close().await;
+    match imported.map_err(|e| format!("cannot import: {e}"))? {
+        true => {
+            eprintln!(
+                "imported thread {} ({} messages, {} turns) into tenant {tenant}",
+                bundle.thread.id,
+                bundle.messages.len(),
+                bundle.turns.len()
+            );
+            Ok(())
+        }
+        false => Err(format!(
+            "a thread with id {} already exists",
+            bundle.thread.id
+        )),
+    }
 }

@@ -3,6 +3,7 @@
 //! persists them.
 
 pub mod context;
+pub mod export;
 pub mod ids;
 pub mod json;
 pub mod message;

@@ -67,6 +67,9 @@ pub struct TurnRecord {
     pub generation_id: Option<String>,
     /// JSON error object text.
     pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request that came with `idempotency_key`.
+    pub request_sha256: Option<String>,
     pub audit: AuditRecord,
 }
 

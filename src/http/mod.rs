@@ -2,6 +2,7 @@
 //! the tower layers (body limit, request ids, tracing, panic catching) and the JSON
 //! fallbacks for unknown routes and methods.
 
+mod export;
 mod extract;
 mod health;
 mod messages;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(turns::router())
         .merge(health::router())
+        .merge(export::router())
         .route(
             "/metrics",
             axum::routing::get(crate::telemetry::metrics::render),

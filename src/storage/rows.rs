@@ -71,7 +71,7 @@ pub(super) fn message(row: &SqliteRow) -> Result<MessageRecord, sqlx::Error> {
 
 pub(super) const TURN_COLUMNS: &str = "id, thread_id, status, input_message_ids, \
      output_message_id, model, created_at, completed_at, latency_ms, usage, generation_id, \
-     error, upstream_request, upstream_response, upstream_response_json, upstream_status, \
+     error, idempotency_key, request_sha256, upstream_request, upstream_response, upstream_response_json, upstream_status, \
      upstream_attempts, upstream_started_at, upstream_finished_at";
 
 pub(super) fn turn(row: &SqliteRow) -> Result<TurnRecord, sqlx::Error> {
@@ -88,6 +88,8 @@ pub(super) fn turn(row: &SqliteRow) -> Result<TurnRecord, sqlx::Error> {
         usage: row.try_get("usage")?,
         generation_id: row.try_get("generation_id")?,
         error: row.try_get("error")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        request_sha256: row.try_get("request_sha256")?,
         audit: AuditRecord {
             request: row.try_get("upstream_request")?,
             response: row.try_get("upstream_response")?,

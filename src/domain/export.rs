@@ -1,0 +1,419 @@
+//! The export format (SPEC section 8): NDJSON, one object a line, the thread first, then its
+//! messages in `seq` order, then its turns with their audit records.
+//!
+//! Stored raw values (content, tool_calls, reasoning, reasoning_details, usage, errors, the
+//! upstream request and response) may hold line breaks, so each is carried as a JSON string
+//! holding its exact bytes, in a field named after it with `_raw` appended. Reading a line
+//! back gives those bytes unchanged, so export -> import -> export is byte-identical.
+
+use serde::Deserialize;
+
+use super::json::ObjectWriter;
+use super::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
+use super::thread::Metadata;
+
+/// A thread with everything that belongs to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadExport {
+    pub thread: ThreadRecord,
+    pub messages: Vec<MessageRecord>,
+    pub turns: Vec<TurnRecord>,
+}
+
+pub fn write(export: &ThreadExport) -> String {
+    let mut out = String::new();
+    let t = &export.thread;
+    let mut w = ObjectWriter::new();
+    w.string("object", "thread")
+        .string("id", &t.id)
+        .string("created_at", &t.created_at)
+        .string("updated_at", &t.updated_at)
+        .raw(
+            "metadata",
+            &serde_json::to_string(&t.metadata).unwrap_or_else(|_| "{}".into()),
+        )
+        .opt_string("model", t.model.as_deref())
+        .opt_string("system", t.system.as_deref())
+        .opt_string("reasoning_raw", t.reasoning.as_deref())
+        .opt_string("reasoning_replay", t.reasoning_replay.as_deref())
+        .opt_string("params_raw", t.params.as_deref())
+        .int("message_count", t.message_count)
+        .opt_string("last_message_id", t.last_message_id.as_deref());
+    if let Some(u) = &t.usage {
+        let mut usage = ObjectWriter::new();
+        usage
+            .int("prompt_tokens", u.prompt_tokens)
+            .int("completion_tokens", u.completion_tokens)
+            .int("reasoning_tokens", u.reasoning_tokens)
+            .raw(
+                "cost",
+                &serde_json::to_string(&u.cost).unwrap_or_else(|_| "0".into()),
+            );
+        w.raw("usage", &usage.finish());
+    }
+    push_line(&mut out, w.finish());
+
+    for m in &export.messages {
+        let mut w = ObjectWriter::new();
+        w.string("object", "message")
+            .string("id", &m.id)
+            .string("thread_id", &m.thread_id)
+            .int("seq", m.seq)
+            .string("role", &m.role)
+            .opt_string("content_raw", m.content.as_deref())
+            .opt_string("name", m.name.as_deref())
+            .opt_string("tool_calls_raw", m.tool_calls.as_deref())
+            .opt_string("tool_call_id", m.tool_call_id.as_deref())
+            .opt_string("reasoning_raw", m.reasoning.as_deref())
+            .opt_string("reasoning_details_raw", m.reasoning_details.as_deref())
+            .opt_string(
+                "reasoning_details_sha256",
+                m.reasoning_details_sha256.as_deref(),
+            )
+            .opt_string("turn_id", m.turn_id.as_deref())
+            .string("created_at", &m.created_at)
+            .opt_string("model", m.model.as_deref())
+            .opt_string("requested_model", m.requested_model.as_deref())
+            .opt_string("provider", m.provider.as_deref())
+            .opt_string("generation_id", m.generation_id.as_deref())
+            .opt_string("finish_reason", m.finish_reason.as_deref())
+            .opt_string("native_finish_reason", m.native_finish_reason.as_deref())
+            .opt_string("usage_raw", m.usage.as_deref());
+        push_line(&mut out, w.finish());
+    }
+
+    for t in &export.turns {
+        let a = &t.audit;
+        let mut upstream = ObjectWriter::new();
+        upstream
+            .opt_string("request_raw", a.request.as_deref())
+            .opt_string("response_raw", a.response.as_deref())
+            .bool("response_is_json", a.response_is_json)
+            .opt_int("status", a.status)
+            .int("attempts", a.attempts)
+            .opt_string("started_at", a.started_at.as_deref())
+            .opt_string("finished_at", a.finished_at.as_deref());
+        let mut w = ObjectWriter::new();
+        w.string("object", "turn")
+            .string("id", &t.id)
+            .string("thread_id", &t.thread_id)
+            .string("status", &t.status)
+            .string("input_message_ids_raw", &t.input_message_ids)
+            .opt_string("output_message_id", t.output_message_id.as_deref())
+            .string("model", &t.model)
+            .string("created_at", &t.created_at)
+            .opt_string("completed_at", t.completed_at.as_deref())
+            .opt_int("latency_ms", t.latency_ms)
+            .opt_string("usage_raw", t.usage.as_deref())
+            .opt_string("generation_id", t.generation_id.as_deref())
+            .opt_string("error_raw", t.error.as_deref())
+            .opt_string("idempotency_key", t.idempotency_key.as_deref())
+            .opt_string("request_sha256", t.request_sha256.as_deref())
+            .raw("upstream", &upstream.finish());
+        push_line(&mut out, w.finish());
+    }
+    out
+}
+
+fn push_line(out: &mut String, line: String) {
+    out.push_str(&line);
+    out.push('\n');
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThreadLine {
+    object: String,
+    id: String,
+    created_at: String,
+    updated_at: String,
+    metadata: Metadata,
+    model: Option<String>,
+    system: Option<String>,
+    reasoning_raw: Option<String>,
+    reasoning_replay: Option<String>,
+    params_raw: Option<String>,
+    message_count: i64,
+    last_message_id: Option<String>,
+    usage: Option<UsageLine>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageLine {
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    reasoning_tokens: i64,
+    cost: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageLine {
+    object: String,
+    id: String,
+    thread_id: String,
+    seq: i64,
+    role: String,
+    content_raw: Option<String>,
+    name: Option<String>,
+    tool_calls_raw: Option<String>,
+    tool_call_id: Option<String>,
+    reasoning_raw: Option<String>,
+    reasoning_details_raw: Option<String>,
+    reasoning_details_sha256: Option<String>,
+    turn_id: Option<String>,
+    created_at: String,
+    model: Option<String>,
+    requested_model: Option<String>,
+    provider: Option<String>,
+    generation_id: Option<String>,
+    finish_reason: Option<String>,
+    native_finish_reason: Option<String>,
+    usage_raw: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TurnLine {
+    object: String,
+    id: String,
+    thread_id: String,
+    status: String,
+    input_message_ids_raw: String,
+    output_message_id: Option<String>,
+    model: String,
+    created_at: String,
+    completed_at: Option<String>,
+    latency_ms: Option<i64>,
+    usage_raw: Option<String>,
+    generation_id: Option<String>,
+    error_raw: Option<String>,
+    idempotency_key: Option<String>,
+    request_sha256: Option<String>,
+    upstream: UpstreamLine,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamLine {
+    request_raw: Option<String>,
+    response_raw: Option<String>,
+    response_is_json: bool,
+    status: Option<i64>,
+    attempts: i64,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+/// Reads an export back. Raw values must still be valid JSON (all but an upstream response
+/// that was not JSON), ids must be ids, and every line must belong to the thread.
+pub fn read(text: &str) -> Result<ThreadExport, String> {
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty());
+    let (_, first) = lines.next().ok_or("the file is empty")?;
+    let t: ThreadLine =
+        serde_json::from_str(first).map_err(|e| format!("line 1 (the thread): {e}"))?;
+    if t.object != "thread" {
+        return Err("line 1 must be the thread".into());
+    }
+    check_id(&t.id, 1)?;
+    for (raw, name) in [
+        (&t.reasoning_raw, "reasoning_raw"),
+        (&t.params_raw, "params_raw"),
+    ] {
+        check_json(raw.as_deref(), name, 1)?;
+    }
+    let thread = ThreadRecord {
+        id: t.id,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+        metadata: t.metadata,
+        model: t.model,
+        system: t.system,
+        reasoning: t.reasoning_raw,
+        reasoning_replay: t.reasoning_replay,
+        params: t.params_raw,
+        message_count: t.message_count,
+        last_message_id: t.last_message_id,
+        usage: t.usage.map(|u| UsageTotals {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            cost: u.cost,
+        }),
+    };
+    let mut messages = Vec::new();
+    let mut turns = Vec::new();
+    for (index, line) in lines {
+        let n = index + 1;
+        let object = serde_json::from_str::<ObjectTag>(line)
+            .map_err(|e| format!("line {n}: {e}"))?
+            .object;
+        match object.as_str() {
+            "message" => {
+                let m: MessageLine =
+                    serde_json::from_str(line).map_err(|e| format!("line {n}: {e}"))?;
+                check_id(&m.id, n)?;
+                if m.thread_id != thread.id || m.object != "message" {
+                    return Err(format!("line {n}: the message belongs to another thread"));
+                }
+                for (raw, name) in [
+                    (&m.content_raw, "content_raw"),
+                    (&m.tool_calls_raw, "tool_calls_raw"),
+                    (&m.reasoning_raw, "reasoning_raw"),
+                    (&m.reasoning_details_raw, "reasoning_details_raw"),
+                    (&m.usage_raw, "usage_raw"),
+                ] {
+                    check_json(raw.as_deref(), name, n)?;
+                }
+                messages.push(MessageRecord {
+                    id: m.id,
+                    thread_id: m.thread_id,
+                    seq: m.seq,
+                    role: m.role,
+                    content: m.content_raw,
+                    name: m.name,
+                    tool_calls: m.tool_calls_raw,
+                    tool_call_id: m.tool_call_id,
+                    reasoning: m.reasoning_raw,
+                    reasoning_details: m.reasoning_details_raw,
+                    reasoning_details_sha256: m.reasoning_details_sha256,
+                    turn_id: m.turn_id,
+                    created_at: m.created_at,
+                    model: m.model,
+                    requested_model: m.requested_model,
+                    provider: m.provider,
+                    generation_id: m.generation_id,
+                    finish_reason: m.finish_reason,
+                    native_finish_reason: m.native_finish_reason,
+                    usage: m.usage_raw,
+                });
+            }
+            "turn" => {
+                let t: TurnLine =
+                    serde_json::from_str(line).map_err(|e| format!("line {n}: {e}"))?;
+                check_id(&t.id, n)?;
+                if t.thread_id != thread.id || t.object != "turn" {
+                    return Err(format!("line {n}: the turn belongs to another thread"));
+                }
+                check_json(Some(&t.input_message_ids_raw), "input_message_ids_raw", n)?;
+                check_json(t.usage_raw.as_deref(), "usage_raw", n)?;
+                check_json(t.error_raw.as_deref(), "error_raw", n)?;
+                check_json(t.upstream.request_raw.as_deref(), "upstream.request_raw", n)?;
+                if t.upstream.response_is_json {
+                    check_json(
+                        t.upstream.response_raw.as_deref(),
+                        "upstream.response_raw",
+                        n,
+                    )?;
+                }
+                turns.push(TurnRecord {
+                    id: t.id,
+                    thread_id: t.thread_id,
+                    status: t.status,
+                    input_message_ids: t.input_message_ids_raw,
+                    output_message_id: t.output_message_id,
+                    model: t.model,
+                    created_at: t.created_at,
+                    completed_at: t.completed_at,
+                    latency_ms: t.latency_ms,
+                    usage: t.usage_raw,
+                    generation_id: t.generation_id,
+                    error: t.error_raw,
+                    idempotency_key: t.idempotency_key,
+                    request_sha256: t.request_sha256,
+                    audit: AuditRecord {
+                        request: t.upstream.request_raw,
+                        response: t.upstream.response_raw,
+                        response_is_json: t.upstream.response_is_json,
+                        status: t.upstream.status,
+                        attempts: t.upstream.attempts,
+                        started_at: t.upstream.started_at,
+                        finished_at: t.upstream.finished_at,
+                    },
+                });
+            }
+            other => return Err(format!("line {n}: unknown object `{other}`")),
+        }
+    }
+    Ok(ThreadExport {
+        thread,
+        messages,
+        turns,
+    })
+}
+
+#[derive(Deserialize)]
+struct ObjectTag {
+    object: String,
+}
+
+fn check_id(id: &str, line: usize) -> Result<(), String> {
+    uuid::Uuid::try_parse(id)
+        .map(|_| ())
+        .map_err(|_| format!("line {line}: `{id}` is not a valid id"))
+}
+
+fn check_json(raw: Option<&str>, field: &str, line: usize) -> Result<(), String> {
+    match raw {
+        None => Ok(()),
+        Some(raw) => serde_json::from_str::<&serde_json::value::RawValue>(raw)
+            .map(|_| ())
+            .map_err(|e| format!("line {line}: `{field}` is not valid JSON: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_values_with_line_breaks_round_trip_byte_for_byte() {
+        let export = ThreadExport {
+            thread: ThreadRecord {
+                id: "01a22629-bbf7-7381-8d57-81d2567d2e15".into(),
+                created_at: "2026-01-01T00:00:00.000Z".into(),
+                updated_at: "2026-01-01T00:00:00.000Z".into(),
+                metadata: Default::default(),
+                model: None,
+                system: Some("line\nbreak".into()),
+                reasoning: Some("{\n \"enabled\" : true}".into()),
+                reasoning_replay: None,
+                params: None,
+                message_count: 1,
+                last_message_id: None,
+                usage: Some(UsageTotals {
+                    prompt_tokens: 1,
+                    completion_tokens: 2,
+                    reasoning_tokens: 3,
+                    cost: 0.000_021_6,
+                }),
+            },
+            messages: vec![MessageRecord {
+                id: "01a22629-bbf7-7381-8d57-81d2567d2e16".into(),
+                thread_id: "01a22629-bbf7-7381-8d57-81d2567d2e15".into(),
+                seq: 1,
+                role: "assistant".into(),
+                content: Some("null".into()),
+                reasoning_details: Some("[ {\"a\":\n1.50e3, \"b\":\"\\ud83d\\ude00\"} ]".into()),
+                ..Default::default()
+            }],
+            turns: vec![],
+        };
+        let text = write(&export);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let back = read(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, export);
+        assert_eq!(write(&back), text);
+    }
+
+    #[test]
+    fn foreign_or_broken_lines_are_refused() {
+        assert!(read("").is_err());
+        assert!(read("{\"object\":\"message\"}").is_err());
+        assert!(read("not json").is_err());
+    }
+}
