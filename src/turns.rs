@@ -61,7 +61,9 @@ pub async fn start_streaming_turn(
     let span = tracing::Span::current();
     let (begun_tx, begun_rx) = oneshot::channel();
     let (chunk_tx, chunks) = mpsc::unbounded_channel();
-    let finished = tokio::spawn(
+    // Tracked, like every turn: shutdown waits for it even when its client has left.
+    let tracker = state.turns.clone();
+    let finished = tracker.spawn(
         drive(
             state,
             tenant,
@@ -114,14 +116,11 @@ async fn drive(
 
     let lease_ttl_ms = state.config.lease_ttl.as_millis() as i64;
     let begin = BeginTurn {
-        turn_id: &turn_id,
-        model: &options.model,
-        input: &request.input,
+        turn_id: turn_id.clone(),
+        model: options.model.clone(),
+        input: request.input,
         lease_ttl_ms,
-        idempotency: request
-            .idempotency
-            .as_ref()
-            .map(|i| (i.key.as_str(), i.request_sha256.as_str())),
+        idempotency: request.idempotency.map(|i| (i.key, i.request_sha256)),
     };
     let (thread, input_ids) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
         Begun::Started {

@@ -61,6 +61,8 @@ struct Block {
     kind: Option<String>,
     index: Option<String>,
     fields: Vec<(String, Value)>,
+    /// A fragment that is not a JSON object, kept as it came.
+    verbatim: Option<String>,
 }
 
 impl Block {
@@ -123,7 +125,8 @@ impl ReasoningMerger {
             self.blocks.push(Block {
                 kind: None,
                 index: None,
-                fields: vec![(String::new(), Value::Raw(fragment.get().to_owned()))],
+                fields: Vec::new(),
+                verbatim: Some(fragment.get().to_owned()),
             });
             return;
         };
@@ -148,6 +151,7 @@ impl ReasoningMerger {
                 kind,
                 index,
                 fields: Vec::with_capacity(entries.len()),
+                verbatim: None,
             });
         }
         if let Some(block) = self.blocks.last_mut() {
@@ -167,11 +171,9 @@ impl ReasoningMerger {
             if position > 0 {
                 out.push(',');
             }
-            if let [(key, Value::Raw(raw))] = block.fields.as_slice() {
-                if key.is_empty() {
-                    out.push_str(raw);
-                    continue;
-                }
+            if let Some(verbatim) = &block.verbatim {
+                out.push_str(verbatim);
+                continue;
             }
             let mut w = ObjectWriter::new();
             for (key, value) in &block.fields {
@@ -232,6 +234,14 @@ mod tests {
                 r#"{"type":"reasoning.encrypted","data":"gBBB","format":"openai-responses-v1","index":2},"#,
                 r#"{"type":"reasoning.future","x":[1.50e3]}]"#
             )
+        );
+    }
+
+    #[test]
+    fn objects_with_empty_keys_and_non_objects_are_kept_as_sent() {
+        assert_eq!(
+            merge(&[r#"{"":5}"#, "7", r#"{"":[]}"#]),
+            r#"[{"":5},7,{"":[]}]"#
         );
     }
 

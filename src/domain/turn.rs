@@ -21,6 +21,7 @@ pub fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> 
     } else {
         body
     };
+    check_depth(body)?;
     let raw: &RawValue = serde_json::from_slice(body).map_err(classify)?;
     if raw::kind(raw) != raw::Kind::Object {
         return Err(ApiError::invalid("the request body must be a JSON object"));
@@ -31,6 +32,41 @@ pub fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> 
 /// Like `from_body`, for types that own their data.
 pub fn from_body_owned<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     from_body(body)
+}
+
+/// Deepest nesting of arrays and objects a request body may have: serde_json's own limit,
+/// which raw values (read by skipping, without that limit) would otherwise escape; a value
+/// stored deeper could not be read back by most JSON clients.
+pub const MAX_DEPTH: usize = 128;
+
+/// One pass over the bytes, counting brackets outside strings.
+fn check_depth(body: &[u8]) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ApiError::InvalidJson(format!(
+                        "request body is nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn classify(err: serde_json::Error) -> ApiError {
@@ -213,6 +249,19 @@ mod tests {
         assert_eq!(wrong.as_deref(), Some("invalid_request"));
         let unknown = parse_turn(br#"{"inptu":"x"}"#).err().map(|e| e.to_string());
         assert!(unknown.unwrap_or_default().contains("inptu"));
+    }
+
+    #[test]
+    fn nesting_deeper_than_serde_json_allows_is_invalid_json() {
+        let deep = format!(
+            "{{\"params\":{{\"x\":{}{}}}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let err = parse_turn(deep.as_bytes()).err().map(|e| e.body().code);
+        assert_eq!(err.as_deref(), Some("invalid_json"));
+        let brackets_in_strings = format!("{{\"input\":\"{}\"}}", "[{".repeat(500));
+        assert!(parse_turn(brackets_in_strings.as_bytes()).is_ok());
     }
 
     #[test]

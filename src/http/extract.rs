@@ -20,10 +20,13 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| v.to_str().map(str::to_owned));
+        let mut content_types = req.headers().get_all(CONTENT_TYPE).iter();
+        let content_type = content_types.next().map(|v| v.to_str().map(str::to_owned));
+        if content_types.next().is_some() {
+            return Err(ApiError::UnsupportedMediaType(
+                "send one Content-Type header, application/json".into(),
+            ));
+        }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| match rejection {

@@ -81,8 +81,8 @@ async fn list(
         .await?
     {
         None => Err(ApiError::NotFound("no such thread".into())),
-        Some(Err(cursor)) => Err(ApiError::invalid_param(
-            "after",
+        Some(Err((param, cursor))) => Err(ApiError::invalid_param(
+            param,
             format!("cursor `{cursor}` is not a message of this thread"),
         )),
         Some(Ok(page)) => Ok(JsonText(

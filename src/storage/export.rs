@@ -64,26 +64,29 @@ impl Storage {
         tenant: &str,
         export: &ThreadExport,
     ) -> Result<bool, sqlx::Error> {
-        let t = &export.thread;
-        let mut tx = self.begin_write().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ?")
-            .bind(&t.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
-            return Ok(false);
-        }
-        let metadata = serde_json::to_string(&t.metadata)
-            .map_err(|e| sqlx::Error::Protocol(format!("metadata: {e}")))?;
-        let usage = t.usage.unwrap_or_default();
-        sqlx::query(
+        let tenant = tenant.to_owned();
+        let export = export.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let t = &export.thread;
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ?")
+                    .bind(&t.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_some() {
+                    return Ok(false);
+                }
+                let metadata = serde_json::to_string(&t.metadata)
+                    .map_err(|e| sqlx::Error::Protocol(format!("metadata: {e}")))?;
+                let usage = t.usage.unwrap_or_default();
+                sqlx::query(
             "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
              reasoning, reasoning_replay, params, message_count, last_message_id, usage_reports, \
              prompt_tokens, completion_tokens, reasoning_tokens, cost) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
-        .bind(tenant)
+        .bind(&tenant)
         .bind(&t.created_at)
         .bind(&t.updated_at)
         .bind(&metadata)
@@ -101,12 +104,12 @@ impl Storage {
         .bind(usage.cost)
         .execute(&mut *tx)
         .await?;
-        for message in &export.messages {
-            insert_message(&mut tx, message).await?;
-        }
-        for turn in &export.turns {
-            let a = &turn.audit;
-            sqlx::query(
+                for message in &export.messages {
+                    insert_message(&mut *tx, message).await?;
+                }
+                for turn in &export.turns {
+                    let a = &turn.audit;
+                    sqlx::query(
                 "INSERT INTO turns (id, thread_id, status, input_message_ids, output_message_id, \
                  model, created_at, completed_at, latency_ms, usage, generation_id, error, \
                  idempotency_key, request_sha256, upstream_request, upstream_response, \
@@ -137,8 +140,10 @@ impl Storage {
             .bind(&a.finished_at)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+                }
+                Ok(true)
+            })
+        })
+        .await
     }
 }

@@ -46,19 +46,25 @@ impl Storage {
             last_used_at: None,
             revoked_at: None,
         };
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO service_keys (id, name, tenant, key_sha256, created_at) \
+        let key_sha256 = key_sha256.to_owned();
+        let inserted = record.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO service_keys (id, name, tenant, key_sha256, created_at) \
              VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&record.id)
-        .bind(&record.name)
-        .bind(&record.tenant)
-        .bind(key_sha256)
-        .bind(&record.created_at)
-        .execute(&mut *tx)
+                )
+                .bind(&inserted.id)
+                .bind(&inserted.name)
+                .bind(&inserted.tenant)
+                .bind(&key_sha256)
+                .bind(&inserted.created_at)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
         .await?;
-        tx.commit().await?;
         Ok(record)
     }
 
@@ -87,16 +93,20 @@ impl Storage {
 
     /// Revokes a key at once; false when there is no such key (revoking twice is fine).
     pub async fn revoke_key(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE service_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-        )
-        .bind(ids::now())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        let id = id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE service_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                )
+                .bind(ids::now())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     /// Whether any key was ever created (revoked ones count: revoking every key does not
@@ -131,13 +141,17 @@ impl Storage {
     }
 
     pub async fn touch_key(&self, id: &str) -> Result<(), sqlx::Error> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE service_keys SET last_used_at = ? WHERE id = ?")
-            .bind(ids::now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE service_keys SET last_used_at = ? WHERE id = ?")
+                    .bind(ids::now())
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }

@@ -33,17 +33,27 @@ impl Storage {
         messages: &[NewMessage],
     ) -> Result<Claim<Vec<MessageRecord>>, sqlx::Error> {
         let now = ids::now();
-        let mut tx = self.begin_write().await?;
-        match lease_state(&mut tx, tenant, thread_id, ids::now_millis()).await? {
-            Lease::Missing => return Ok(Claim::NotFound),
-            Lease::Held => return Ok(Claim::Busy),
-            Lease::Free | Lease::Expired(_) => {}
-        }
-        let count = message_count(&mut tx, thread_id).await?;
-        let stored = insert_messages(&mut tx, thread_id, count, messages, None, &now).await?;
-        bump_thread(&mut tx, thread_id, &stored, &now).await?;
-        tx.commit().await?;
-        Ok(Claim::Done(stored))
+        let tenant = tenant.to_owned();
+        let thread_id = thread_id.to_owned();
+        let messages = messages.to_vec();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let tenant = tenant.as_str();
+                let thread_id = thread_id.as_str();
+                let messages = messages.as_slice();
+                match lease_state(&mut *tx, tenant, thread_id, ids::now_millis()).await? {
+                    Lease::Missing => return Ok(Claim::NotFound),
+                    Lease::Held => return Ok(Claim::Busy),
+                    Lease::Free | Lease::Expired(_) => {}
+                }
+                let count = message_count(&mut *tx, thread_id).await?;
+                let stored =
+                    insert_messages(&mut *tx, thread_id, count, messages, None, &now).await?;
+                bump_thread(&mut *tx, thread_id, &stored, &now).await?;
+                Ok(Claim::Done(stored))
+            })
+        })
+        .await
     }
 
     pub async fn get_message(
@@ -70,13 +80,14 @@ impl Storage {
     }
 
     /// Lists a thread's messages; `None` when the thread does not exist for this tenant.
-    /// Cursors are message ids of this thread; an unknown one is reported as `Err(cursor)`.
+    /// Cursors are message ids of this thread; an unknown one is reported as
+    /// `Err((parameter, cursor))`.
     pub async fn list_messages(
         &self,
         tenant: &str,
         thread_id: &str,
         query: &PageQuery<String>,
-    ) -> Result<Option<Result<Page<MessageRecord>, String>>, sqlx::Error> {
+    ) -> Result<Option<Result<Page<MessageRecord>, (&'static str, String)>>, sqlx::Error> {
         let mut conn = self.reader().await?;
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND tenant = ?")
@@ -89,11 +100,11 @@ impl Storage {
         }
         let after = match cursor_seq(&mut conn, thread_id, query.after.as_deref()).await? {
             Ok(seq) => seq,
-            Err(id) => return Ok(Some(Err(id))),
+            Err(id) => return Ok(Some(Err(("after", id)))),
         };
         let before = match cursor_seq(&mut conn, thread_id, query.before.as_deref()).await? {
             Ok(seq) => seq,
-            Err(id) => return Ok(Some(Err(id))),
+            Err(id) => return Ok(Some(Err(("before", id)))),
         };
         let by_seq = PageQuery {
             limit: query.limit,

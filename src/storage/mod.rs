@@ -1,10 +1,10 @@
 //! Storage: the only place with SQL. SQLite in WAL mode with foreign keys on, a busy
 //! timeout and `synchronous=FULL`, so a turn acknowledged to a client survives a crash.
 //!
-//! Writes go through a pool of one connection and every write transaction starts with
-//! `BEGIN IMMEDIATE`: writers queue for the lock instead of failing with SQLITE_BUSY when a
-//! read transaction tries to upgrade, and the single writer is the seam where group commit
-//! can go later. Reads use their own small pool and never wait for writers (WAL).
+//! Every write of the process goes through one writer task on one connection (`writer.rs`),
+//! which batches the writes of concurrent requests into one `BEGIN IMMEDIATE` transaction
+//! and answers each only once that transaction is durable (group commit). Reads use their
+//! own small pool and never wait for writers (WAL).
 //!
 //! The interface is shaped as whole operations ("create this thread", "begin this turn",
 //! "complete this turn") so that a PostgreSQL implementation can sit behind it later.
@@ -17,15 +17,17 @@ mod owner;
 mod rows;
 mod threads;
 mod turns;
+mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection};
 
 pub use keys::{ActiveKey, KeyRecord};
 pub use lists::{Order, Page, PageQuery};
@@ -45,6 +47,7 @@ pub enum Claim<T> {
 #[derive(Clone)]
 pub struct Storage {
     write: SqlitePool,
+    writer: writer::Writer,
     read: SqlitePool,
     /// This process, as named in the leases it takes.
     owner: std::sync::Arc<str>,
@@ -79,8 +82,10 @@ impl Storage {
                 .connect_with(options.read_only(true))
                 .await?
         };
+        let writer = writer::Writer::start(write.acquire().await?);
         Ok(Self {
             write,
+            writer,
             read,
             owner: owner::current().into(),
         })
@@ -94,6 +99,7 @@ impl Storage {
     }
 
     pub async fn close(&self) {
+        self.writer.stop().await;
         self.read.close().await;
         self.write.close().await;
     }
@@ -106,8 +112,14 @@ impl Storage {
             .map(|_| ())
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.write.begin_with("BEGIN IMMEDIATE").await
+    /// Runs a write operation in the writer's next batch (group commit); returns once the
+    /// batch's transaction is durable.
+    async fn write<T, F>(&self, operation: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send + 'static,
+    {
+        self.writer.write(operation).await
     }
 
     async fn reader(&self) -> Result<PoolConnection<Sqlite>, sqlx::Error> {

@@ -22,9 +22,16 @@ impl Storage {
         let now = ids::now();
         let metadata = serde_json::to_string(&create.metadata)
             .map_err(|e| sqlx::Error::Protocol(format!("metadata: {e}")))?;
-        let s = &create.settings;
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
+        let tenant = tenant.to_owned();
+        let thread_id = thread_id.to_owned();
+        let create = create.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let tenant = tenant.as_str();
+                let thread_id = thread_id.as_str();
+                let create = &create;
+                let s = &create.settings;
+                sqlx::query(
             "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
              reasoning, reasoning_replay, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -40,14 +47,17 @@ impl Storage {
         .bind(&s.params)
         .execute(&mut *tx)
         .await?;
-        if !create.messages.is_empty() {
-            let stored =
-                insert_messages(&mut tx, thread_id, 0, &create.messages, None, &now).await?;
-            bump_thread(&mut tx, thread_id, &stored, &now).await?;
-        }
-        let thread = fetch_thread(&mut tx, tenant, thread_id).await?;
-        tx.commit().await?;
-        thread.ok_or(sqlx::Error::RowNotFound)
+                if !create.messages.is_empty() {
+                    let stored =
+                        insert_messages(&mut *tx, thread_id, 0, &create.messages, None, &now)
+                            .await?;
+                    bump_thread(&mut *tx, thread_id, &stored, &now).await?;
+                }
+                let thread = fetch_thread(&mut *tx, tenant, thread_id).await?;
+                thread.ok_or(sqlx::Error::RowNotFound)
+            })
+        })
+        .await
     }
 
     pub async fn get_thread(
@@ -119,16 +129,24 @@ impl Storage {
             "UPDATE threads SET {} WHERE id = ? AND tenant = ?",
             sets.join(", ")
         );
-        args.add(thread_id).map_err(sqlx::Error::Encode)?;
-        args.add(tenant).map_err(sqlx::Error::Encode)?;
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query_with(&sql, args).execute(&mut *tx).await?;
-        if updated.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let thread = fetch_thread(&mut tx, tenant, thread_id).await?;
-        tx.commit().await?;
-        Ok(thread)
+        args.add(thread_id.to_owned())
+            .map_err(sqlx::Error::Encode)?;
+        args.add(tenant.to_owned()).map_err(sqlx::Error::Encode)?;
+        let tenant = tenant.to_owned();
+        let thread_id = thread_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let tenant = tenant.as_str();
+                let thread_id = thread_id.as_str();
+                let updated = sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+                if updated.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let thread = fetch_thread(&mut *tx, tenant, thread_id).await?;
+                Ok(thread)
+            })
+        })
+        .await
     }
 
     /// Deletes a thread with its messages and turns. A thread with a turn in progress is
@@ -138,19 +156,26 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
     ) -> Result<Claim<()>, sqlx::Error> {
-        let mut tx = self.begin_write().await?;
-        match lease_state(&mut tx, tenant, thread_id, ids::now_millis()).await? {
-            Lease::Missing => return Ok(Claim::NotFound),
-            Lease::Held => return Ok(Claim::Busy),
-            Lease::Free | Lease::Expired(_) => {}
-        }
-        sqlx::query("DELETE FROM threads WHERE id = ? AND tenant = ?")
-            .bind(thread_id)
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Claim::Done(()))
+        let tenant = tenant.to_owned();
+        let thread_id = thread_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let tenant = tenant.as_str();
+                let thread_id = thread_id.as_str();
+                match lease_state(&mut *tx, tenant, thread_id, ids::now_millis()).await? {
+                    Lease::Missing => return Ok(Claim::NotFound),
+                    Lease::Held => return Ok(Claim::Busy),
+                    Lease::Free | Lease::Expired(_) => {}
+                }
+                sqlx::query("DELETE FROM threads WHERE id = ? AND tenant = ?")
+                    .bind(thread_id)
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Claim::Done(()))
+            })
+        })
+        .await
     }
 }
 

@@ -15,13 +15,13 @@ use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
 
-pub struct BeginTurn<'a> {
-    pub turn_id: &'a str,
-    pub model: &'a str,
-    pub input: &'a [NewMessage],
+pub struct BeginTurn {
+    pub turn_id: String,
+    pub model: String,
+    pub input: Vec<NewMessage>,
     pub lease_ttl_ms: i64,
     /// `Idempotency-Key` and the SHA-256 of the request it came with.
-    pub idempotency: Option<(&'a str, &'a str)>,
+    pub idempotency: Option<(String, String)>,
 }
 
 /// What `begin_turn` did.
@@ -65,110 +65,118 @@ impl Storage {
         &self,
         tenant: &str,
         thread_id: &str,
-        begin: BeginTurn<'_>,
+        begin: BeginTurn,
     ) -> Result<Begun, sqlx::Error> {
         let now = ids::now();
         let now_ms = ids::now_millis();
-        let mut tx = self.begin_write().await?;
-        let lease = lease_state(&mut tx, tenant, thread_id, now_ms).await?;
-        if matches!(lease, Lease::Missing) {
-            return Ok(Begun::NotFound);
-        }
-        // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
-        // the model again on its stored input, which is not stored a second time.
-        let mut rerun_input: Option<String> = None;
-        if let Some((key, hash)) = begin.idempotency {
-            let earlier: Option<(String, String, Option<String>, String)> = sqlx::query_as(
-                "SELECT id, status, request_sha256, input_message_ids FROM turns \
+        let tenant = tenant.to_owned();
+        let thread_id = thread_id.to_owned();
+        let owner = self.owner.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let tenant = tenant.as_str();
+                let thread_id = thread_id.as_str();
+                let lease = lease_state(&mut *tx, tenant, thread_id, now_ms).await?;
+                if matches!(lease, Lease::Missing) {
+                    return Ok(Begun::NotFound);
+                }
+                // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
+                // the model again on its stored input, which is not stored a second time.
+                let mut rerun_input: Option<String> = None;
+                if let Some((key, hash)) = &begin.idempotency {
+                    let earlier: Option<(String, String, Option<String>, String)> = sqlx::query_as(
+                        "SELECT id, status, request_sha256, input_message_ids FROM turns \
                  WHERE thread_id = ? AND idempotency_key = ?",
-            )
-            .bind(thread_id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
-                if earlier_hash.as_deref() != Some(hash) {
-                    return Ok(Begun::KeyReused);
-                }
-                match status.as_str() {
-                    "in_progress" => return Ok(Begun::Busy),
-                    "completed" => {
-                        let turn = fetch_turn(&mut tx, &earlier_id)
-                            .await?
-                            .ok_or(sqlx::Error::RowNotFound)?;
-                        return Ok(Begun::Replay(turn));
-                    }
-                    _ => {
-                        if matches!(lease, Lease::Held) {
-                            return Ok(Begun::Busy);
+                    )
+                    .bind(thread_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
+                        if earlier_hash.as_deref() != Some(hash) {
+                            return Ok(Begun::KeyReused);
                         }
-                        // The key moves to the new turn; the failed one keeps its record.
-                        sqlx::query("UPDATE turns SET idempotency_key = NULL WHERE id = ?")
-                            .bind(&earlier_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        rerun_input = Some(input_ids);
+                        match status.as_str() {
+                            "in_progress" => return Ok(Begun::Busy),
+                            "completed" => {
+                                let turn = fetch_turn(&mut *tx, &earlier_id)
+                                    .await?
+                                    .ok_or(sqlx::Error::RowNotFound)?;
+                                return Ok(Begun::Replay(turn));
+                            }
+                            _ => {
+                                if matches!(lease, Lease::Held) {
+                                    return Ok(Begun::Busy);
+                                }
+                                // The key moves to the new turn; the failed one keeps its record.
+                                sqlx::query("UPDATE turns SET idempotency_key = NULL WHERE id = ?")
+                                    .bind(&earlier_id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                rerun_input = Some(input_ids);
+                            }
+                        }
                     }
                 }
-            }
-        }
-        match lease {
-            Lease::Missing => return Ok(Begun::NotFound),
-            Lease::Held => return Ok(Begun::Busy),
-            Lease::Expired(stale) => interrupt(&mut tx, &stale, &now).await?,
-            Lease::Free => {}
-        }
-        let input_ids = match rerun_input {
-            Some(ids) => ids,
-            None => {
-                let count = message_count(&mut tx, thread_id).await?;
-                let stored = insert_messages(
-                    &mut tx,
-                    thread_id,
-                    count,
-                    begin.input,
-                    Some(begin.turn_id),
-                    &now,
-                )
-                .await?;
-                bump_thread(&mut tx, thread_id, &stored, &now).await?;
-                serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
-            }
-        };
-        sqlx::query(
+                match lease {
+                    Lease::Missing => return Ok(Begun::NotFound),
+                    Lease::Held => return Ok(Begun::Busy),
+                    Lease::Expired(stale) => interrupt(&mut *tx, &stale, &now).await?,
+                    Lease::Free => {}
+                }
+                let input_ids = match rerun_input {
+                    Some(ids) => ids,
+                    None => {
+                        let count = message_count(&mut *tx, thread_id).await?;
+                        let stored = insert_messages(
+                            &mut *tx,
+                            thread_id,
+                            count,
+                            &begin.input,
+                            Some(&begin.turn_id),
+                            &now,
+                        )
+                        .await?;
+                        bump_thread(&mut *tx, thread_id, &stored, &now).await?;
+                        serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
+                            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
+                    }
+                };
+                sqlx::query(
             "INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at, \
              idempotency_key, request_sha256) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?)",
         )
-        .bind(begin.turn_id)
+        .bind(&begin.turn_id)
         .bind(thread_id)
         .bind(&input_ids)
-        .bind(begin.model)
+        .bind(&begin.model)
         .bind(&now)
-        .bind(begin.idempotency.map(|(key, _)| key))
-        .bind(begin.idempotency.map(|(_, hash)| hash))
+        .bind(begin.idempotency.as_ref().map(|(key, _)| key))
+        .bind(begin.idempotency.as_ref().map(|(_, hash)| hash))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ? \
+                sqlx::query(
+                    "UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ? \
              WHERE id = ?",
-        )
-        .bind(begin.turn_id)
-        .bind(now_ms + begin.lease_ttl_ms)
-        .bind(&*self.owner)
-        .bind(thread_id)
-        .execute(&mut *tx)
-        .await?;
-        let thread = fetch_thread(&mut tx, tenant, thread_id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        tx.commit().await?;
-        let input_message_ids = serde_json::from_str(&input_ids)
-            .map_err(|e| sqlx::Error::Protocol(format!("input_message_ids: {e}")))?;
-        Ok(Begun::Started {
-            thread,
-            input_message_ids,
+                )
+                .bind(&begin.turn_id)
+                .bind(now_ms + begin.lease_ttl_ms)
+                .bind(&*owner)
+                .bind(thread_id)
+                .execute(&mut *tx)
+                .await?;
+                let thread = fetch_thread(&mut *tx, tenant, thread_id)
+                    .await?
+                    .ok_or(sqlx::Error::RowNotFound)?;
+                let input_message_ids = serde_json::from_str(&input_ids)
+                    .map_err(|e| sqlx::Error::Protocol(format!("input_message_ids: {e}")))?;
+                Ok(Begun::Started {
+                    thread,
+                    input_message_ids,
+                })
+            })
         })
+        .await
     }
 
     /// Extends a running turn's lease; false when the lease is no longer this turn's.
@@ -178,17 +186,24 @@ impl Storage {
         turn_id: &str,
         ttl_ms: i64,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE threads SET lease_expires_at = ? WHERE id = ? AND lease_turn_id = ?",
-        )
-        .bind(ids::now_millis() + ttl_ms)
-        .bind(thread_id)
-        .bind(turn_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        let thread_id = thread_id.to_owned();
+        let turn_id = turn_id.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let thread_id = thread_id.as_str();
+                let turn_id = turn_id.as_str();
+                let done = sqlx::query(
+                    "UPDATE threads SET lease_expires_at = ? WHERE id = ? AND lease_turn_id = ?",
+                )
+                .bind(ids::now_millis() + ttl_ms)
+                .bind(thread_id)
+                .bind(turn_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     /// Ends a turn: stores its reply (when completed), its audit record, the thread's usage
@@ -203,7 +218,12 @@ impl Storage {
         latency_ms: i64,
     ) -> Result<Option<TurnRecord>, sqlx::Error> {
         let now = ids::now();
-        let mut tx = self.begin_write().await?;
+        let thread_id = thread_id.to_owned();
+        let turn_id = turn_id.to_owned();
+        let audit = audit.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+        let thread_id = thread_id.as_str(); let turn_id = turn_id.as_str(); let audit = &audit;
         let status: Option<String> = sqlx::query_scalar("SELECT status FROM turns WHERE id = ?")
             .bind(turn_id)
             .fetch_optional(&mut *tx)
@@ -218,9 +238,9 @@ impl Storage {
                 totals,
                 generation_id,
             } => {
-                message.seq = message_count(&mut tx, thread_id).await? + 1;
-                insert_message(&mut tx, &message).await?;
-                bump_thread(&mut tx, thread_id, std::slice::from_ref(&message), &now).await?;
+                message.seq = message_count(&mut *tx, thread_id).await? + 1;
+                insert_message(&mut *tx, &message).await?;
+                bump_thread(&mut *tx, thread_id, std::slice::from_ref(&message), &now).await?;
                 if let Some(t) = totals {
                     sqlx::query(
                         "UPDATE threads SET usage_reports = usage_reports + 1, \
@@ -271,10 +291,12 @@ impl Storage {
         .bind(turn_id)
         .execute(&mut *tx)
         .await?;
-        release(&mut tx, thread_id, turn_id).await?;
-        let turn = fetch_turn(&mut tx, turn_id).await?;
-        tx.commit().await?;
+        release(&mut *tx, thread_id, turn_id).await?;
+        let turn = fetch_turn(&mut *tx, turn_id).await?;
         Ok(turn)
+        })
+    })
+    .await
     }
 
     pub async fn get_turn(
@@ -367,28 +389,31 @@ impl Storage {
     pub async fn interrupt_abandoned_turns(&self) -> Result<u64, sqlx::Error> {
         let now = ids::now();
         let now_ms = ids::now_millis();
-        let mut tx = self.begin_write().await?;
-        let running: Vec<RunningTurnRow> = sqlx::query_as(
-            "SELECT t.id, t.thread_id, h.lease_turn_id, h.lease_expires_at, h.lease_owner \
+        self.write(move |tx| {
+            Box::pin(async move {
+                let running: Vec<RunningTurnRow> = sqlx::query_as(
+                    "SELECT t.id, t.thread_id, h.lease_turn_id, h.lease_expires_at, h.lease_owner \
                  FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
                  WHERE t.status = 'in_progress'",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut interrupted = 0;
-        for (turn_id, thread_id, lease_turn, expires, owner) in running {
-            let still_held = lease_turn.as_deref() == Some(turn_id.as_str())
-                && expires.is_some_and(|e| e > now_ms)
-                && owner.as_deref().is_none_or(owner::is_alive);
-            if still_held {
-                continue; // another live process is running it
-            }
-            interrupt(&mut tx, &turn_id, &now).await?;
-            release(&mut tx, &thread_id, &turn_id).await?;
-            interrupted += 1;
-        }
-        tx.commit().await?;
-        Ok(interrupted)
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut interrupted = 0;
+                for (turn_id, thread_id, lease_turn, expires, owner) in running {
+                    let still_held = lease_turn.as_deref() == Some(turn_id.as_str())
+                        && expires.is_some_and(|e| e > now_ms)
+                        && owner.as_deref().is_none_or(owner::is_alive);
+                    if still_held {
+                        continue; // another live process is running it
+                    }
+                    interrupt(&mut *tx, &turn_id, &now).await?;
+                    release(&mut *tx, &thread_id, &turn_id).await?;
+                    interrupted += 1;
+                }
+                Ok(interrupted)
+            })
+        })
+        .await
     }
 }
 

@@ -133,10 +133,12 @@ impl UpstreamClient {
                     retry_after,
                 } => {
                     record_response(&mut audit, Some(status), &body);
-                    if retry::retryable_status(status) && !last {
-                        if !retry::pause(attempt_no, retry_after, deadline).await {
-                            break Err(self.timeout_failure());
-                        }
+                    // Another attempt only if the wait fits before the deadline; otherwise
+                    // this answer is the result (a 429 stays a 429, with its Retry-After).
+                    if retry::retryable_status(status)
+                        && !last
+                        && retry::pause(attempt_no, retry_after, deadline).await
+                    {
                         continue;
                     }
                     break classify(status, &body, retry_after);
