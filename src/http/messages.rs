@@ -35,6 +35,20 @@ struct AppendBody<'a> {
     messages: &'a serde_json::value::RawValue,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/threads/{thread_id}/messages",
+    operation_id = "append_messages",
+    tag = "messages",
+    summary = "Append messages without calling the model",
+    params(super::schemas::ThreadPath),
+    request_body(content = super::schemas::AppendMessagesRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The stored messages", body = super::schemas::AppendedMessages),
+        (status = 404, response = super::schemas::NotFound),
+        (status = 409, response = super::schemas::ThreadBusy),
+    ),
+)]
 async fn append(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -68,6 +82,19 @@ async fn append(
     Ok(JsonText(StatusCode::CREATED, w.finish()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{thread_id}/messages",
+    operation_id = "list_messages",
+    tag = "messages",
+    summary = "List a thread's messages",
+    description = "In `seq` order unless `order=desc`.",
+    params(super::schemas::ThreadPath, super::schemas::ListQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = super::schemas::MessageList),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -92,6 +119,18 @@ async fn list(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{thread_id}/messages/{message_id}",
+    operation_id = "get_message",
+    tag = "messages",
+    summary = "Get a message",
+    params(super::schemas::MessagePath),
+    responses(
+        (status = 200, description = "The message", body = super::schemas::Message),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn read(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -106,6 +145,19 @@ async fn read(
 }
 
 /// The stored bytes exactly, with `Repr-Digest: sha-256=:<base64>:` (RFC 9530).
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{thread_id}/messages/{message_id}/reasoning_details",
+    operation_id = "get_message_reasoning_details",
+    tag = "messages",
+    params(super::schemas::MessagePath),
+    responses(
+        (status = 200, description = "The stored reasoning_details bytes, unchanged",
+            content_type = "application/json", body = Vec<serde_json::Value>,
+            headers(("Repr-Digest" = String, description = "sha-256=:<base64 of the SHA-256 of the body>: (RFC 9530)"))),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn reasoning_details(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -2,11 +2,14 @@
 //! the tower layers (body limit, request ids, tracing, panic catching) and the JSON
 //! fallbacks for unknown routes and methods.
 
+mod docs;
 mod export;
 mod extract;
 mod health;
 mod messages;
+mod openapi;
 mod pagination;
+mod schemas;
 mod threads;
 mod turns;
 pub mod views;
@@ -57,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(turns::router())
         .merge(health::router())
+        .merge(openapi::router())
+        .merge(docs::router())
         .merge(export::router())
         .route(
             "/metrics",

@@ -29,6 +29,16 @@ fn not_found() -> ApiError {
     ApiError::NotFound("no such thread".into())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/threads",
+    operation_id = "create_thread",
+    tag = "threads",
+    summary = "Create a thread",
+    description = "Creates a thread with its defaults for turns and, optionally, an initial history (imported as given, assistant reasoning_details verbatim).",
+    request_body(content = Option<super::schemas::CreateThreadRequest>, content_type = "application/json"),
+    responses((status = 201, description = "The new thread", body = super::schemas::Thread)),
+)]
 async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -42,6 +52,16 @@ async fn create(
     Ok(JsonText(StatusCode::CREATED, views::thread(&created)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/threads",
+    operation_id = "list_threads",
+    tag = "threads",
+    summary = "List threads",
+    description = "The caller's threads, newest first unless `order=asc`.",
+    params(super::schemas::ListQuery),
+    responses((status = 200, description = "A page of threads", body = super::schemas::ThreadList)),
+)]
 async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -55,6 +75,18 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{thread_id}",
+    operation_id = "get_thread",
+    tag = "threads",
+    summary = "Get a thread",
+    params(super::schemas::ThreadPath),
+    responses(
+        (status = 200, description = "The thread", body = super::schemas::Thread),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn read(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -68,6 +100,19 @@ async fn read(
     Ok(JsonText(StatusCode::OK, views::thread(&thread)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/threads/{thread_id}",
+    operation_id = "update_thread",
+    tag = "threads",
+    summary = "Change a thread's metadata and defaults",
+    params(super::schemas::ThreadPath),
+    request_body(content = Option<super::schemas::PatchThreadRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The changed thread", body = super::schemas::Thread),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn update(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -83,6 +128,19 @@ async fn update(
     Ok(JsonText(StatusCode::OK, views::thread(&thread)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/threads/{thread_id}",
+    operation_id = "delete_thread",
+    tag = "threads",
+    summary = "Delete a thread with all its messages and turns",
+    params(super::schemas::ThreadPath),
+    responses(
+        (status = 200, description = "The thread is gone", body = super::schemas::ThreadDeleted),
+        (status = 404, response = super::schemas::NotFound),
+        (status = 409, response = super::schemas::ThreadBusy),
+    ),
+)]
 async fn remove(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -101,6 +159,19 @@ async fn remove(
 }
 
 /// The exact body the next turn would send upstream, without sending it.
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{thread_id}/context",
+    operation_id = "get_thread_context",
+    tag = "threads",
+    description = "Accepts a turn's overrides as query parameters or as a JSON body (body fields win).",
+    params(super::schemas::ThreadPath, super::schemas::ContextQuery),
+    request_body(content = Option<super::schemas::ContextRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The chat-completions request body", body = super::schemas::ChatCompletionRequest),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn context(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -28,6 +28,27 @@ pub fn router() -> Router<AppState> {
         .route("/v1/threads/{thread_id}/turns/{turn_id}", get(read))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/threads/{thread_id}/turns",
+    operation_id = "create_turn",
+    tag = "turns",
+    summary = "Run a turn",
+    description = "Stores the input and an in_progress turn, rebuilds the thread's context, calls the model and stores its reply. One turn at a time per thread. With `stream: true` the answer is `text/event-stream`: `turn.started` ({turn_id, input_message_ids}), one `chunk` per upstream chunk (its JSON as received), then `turn.completed` (the Turn) or `turn.failed` ({turn_id, error}).",
+    params(super::schemas::ThreadPath, super::schemas::IdempotencyKey),
+    request_body(content = Option<super::schemas::TurnRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The completed turn, or its event stream", content(
+            (super::schemas::Turn = "application/json"),
+            (super::schemas::TurnStreamEvent = "text/event-stream"),
+        )),
+        (status = 404, response = super::schemas::NotFound),
+        (status = 409, response = super::schemas::ThreadBusy),
+        (status = 422, response = super::schemas::IdempotencyKeyReused),
+        (status = 502, response = super::schemas::UpstreamError),
+        (status = 504, response = super::schemas::UpstreamTimeout),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -126,6 +147,18 @@ fn stream_events(turn: StreamingTurn) -> Sse<impl Stream<Item = Result<Event, In
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{thread_id}/turns",
+    operation_id = "list_turns",
+    tag = "turns",
+    summary = "List a thread's turns",
+    params(super::schemas::ThreadPath, super::schemas::ListQuery),
+    responses(
+        (status = 200, description = "A page of turns", body = super::schemas::TurnList),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -148,6 +181,19 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{thread_id}/turns/{turn_id}",
+    operation_id = "get_turn",
+    tag = "turns",
+    summary = "Get a turn with its audit record",
+    description = "The turn with `upstream`: the exact request sent upstream, the exact response received, its status, the number of attempts and their times.",
+    params(super::schemas::TurnPath),
+    responses(
+        (status = 200, description = "The turn", body = super::schemas::Turn),
+        (status = 404, response = super::schemas::NotFound),
+    ),
+)]
 async fn read(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

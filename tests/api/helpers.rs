@@ -73,6 +73,13 @@ impl Opts {
         self.rust_log = filter.into();
         self
     }
+
+    /// The fake's `default_delay`: between generated stream events, or before an unscripted
+    /// JSON body.
+    pub fn fake_delay(mut self, delay: Duration) -> Self {
+        self.fake.default_delay = delay;
+        self
+    }
 }
 
 /// One running `threadkeeper serve` child process. Killed (SIGKILL) on drop.
@@ -108,6 +115,8 @@ impl Service {
             "THREADKEEPER_MAX_BODY",
             "THREADKEEPER_UPSTREAM_ATTEMPTS",
             "THREADKEEPER_LOG_FORMAT",
+            "THREADKEEPER_SHUTDOWN_GRACE",
+            "THREADKEEPER_SQLITE_SYNCHRONOUS",
         ] {
             command.env_remove(var);
         }
@@ -169,6 +178,41 @@ impl Service {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port` the service listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("service address")
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; `None` if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -263,6 +307,31 @@ impl App {
     pub fn logs(&self) -> String {
         self.service.logs()
     }
+
+    /// The SQLite file of this app.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("test.db")
+    }
+}
+
+/// `PRAGMA integrity_check` of a SQLite file, read with python3's sqlite3 module (the
+/// test binary has no SQLite client of its own).
+pub fn sqlite_integrity(path: &Path) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             print(';'.join(r[0] for r in c.execute('PRAGMA integrity_check')))",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "integrity_check failed to run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// An HTTP client for one service; keeps a transcript of every answer it got.
@@ -379,10 +448,25 @@ impl Api {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Resp {
+        self.send_with(method, path, &[], content_type, body).await
+    }
+
+    /// [`Api::send`] with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Resp {
         let what = format!("{method} {path}");
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(ct) = content_type {
             request = request.header(CONTENT_TYPE, ct);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request.body(body);
@@ -447,6 +531,18 @@ impl Api {
     pub async fn turn(&self, thread_id: &str, body: &Value) -> Resp {
         self.post(&format!("/v1/threads/{thread_id}/turns"), body)
             .await
+    }
+
+    /// A turn request with exact body text and extra headers (e.g. `Idempotency-Key`).
+    pub async fn turn_with(&self, thread_id: &str, text: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send_with(
+            Method::POST,
+            &format!("/v1/threads/{thread_id}/turns"),
+            headers,
+            Some("application/json"),
+            Some(text.as_bytes().to_vec()),
+        )
+        .await
     }
 
     /// Runs a turn that must complete; returns the Turn.
@@ -672,6 +768,18 @@ pub fn assert_timestamp(value: &Value) {
         text.len() == 24 && text.ends_with('Z') && bytes[19] == b'.',
         "`{text}` is not UTC with milliseconds"
     );
+}
+
+/// Polls a turn until it is no longer `in_progress`; returns it with its audit record.
+pub async fn wait_until_settled(api: &Api, thread_id: &str, turn_id: &str) -> Resp {
+    for _ in 0..400 {
+        let resp = api.turn_detail(thread_id, turn_id).await;
+        if resp.json()["status"] != "in_progress" {
+            return resp;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("turn {turn_id} still in progress after 10 s");
 }
 
 /// Waits until the fake has received `n` requests (a turn is then in progress upstream).

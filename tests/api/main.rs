@@ -5,13 +5,23 @@
 // Tests may panic on a broken expectation; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod concurrency;
+mod crash;
 mod errors;
 mod failures;
+mod faults;
 mod helpers;
+mod idempotency;
 mod malformed;
 mod messages;
 mod pagination;
 mod processes;
 mod reasoning_replay;
+mod shutdown;
+mod sse_client;
+mod streaming;
+mod streaming_failures;
+mod streaming_merge;
+mod streaming_recordings;
 mod threads;
 mod turns;

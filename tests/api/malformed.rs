@@ -271,8 +271,9 @@ async fn oversized_bodies_are_413_also_without_content_length() {
         Ok(vec![b'z'; 1500]),
         Ok(br#""}"#.to_vec()),
     ];
-    let resp = app
-        .http
+    // Its own client: the server closes a connection whose body it did not read, and that
+    // connection must not go back into the shared pool for the next request to trip on.
+    let resp = reqwest::Client::new()
         .post(format!("{}/v1/threads/{id}/turns", app.base))
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(

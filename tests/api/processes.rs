@@ -192,7 +192,7 @@ async fn everything_survives_sigkill_and_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_killed_mid_call_keeps_its_stored_input() {
+async fn a_turn_killed_mid_call_keeps_its_stored_input_reads_interrupted_and_frees_the_thread() {
     let mut app = spawn_app().await;
     let id = app.new_thread_id(&json!({})).await;
     app.fake.push(Reply::hang());
@@ -215,13 +215,24 @@ async fn a_turn_killed_mid_call_keeps_its_stored_input() {
     assert_eq!(messages[0]["content"], "lost in flight?");
     let turns = app.turns(&id).await;
     assert_eq!(turns.len(), 1);
-    let status = turns[0]["status"].as_str().unwrap();
-    assert!(
-        status == "in_progress" || status == "interrupted",
-        "{}",
-        turns[0]
-    );
+    assert_eq!(turns[0]["status"], "interrupted", "{}", turns[0]);
+    assert_eq!(turns[0]["error"]["code"], "interrupted", "{}", turns[0]);
+    assert_timestamp(&turns[0]["completed_at"]);
+    assert!(turns[0].get("output_message_id").is_none());
     assert_eq!(turns[0]["input_message_ids"][0], messages[0]["id"]);
+
+    // The thread takes a new turn at once (no waiting for a lease to expire), and the
+    // stored input goes upstream once.
+    let started = std::time::Instant::now();
+    let retry = app.turn_ok(&id, &json!({})).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(retry["input_message_ids"], json!([]));
+    let sent = app.fake.requests().last().unwrap().json();
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "lost in flight?"}])
+    );
+    assert_eq!(app.messages(&id).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

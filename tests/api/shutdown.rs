@@ -1,0 +1,196 @@
+//! Graceful shutdown: on SIGTERM or SIGINT the service stops accepting connections, lets
+//! running turns finish within `--shutdown-grace` and exits 0; a turn still running when
+//! the grace period ends reads `interrupted` after the next start.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use fake_openrouter::{Reply, SseEvent};
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::sse_client::read_events_until;
+use crate::streaming::chunk;
+
+/// Polls until a new TCP connection to the service is refused; panics after `limit`.
+async fn wait_until_refused(service: &Service, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let addr = service.addr();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "new connections still accepted {limit:?} after the signal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_let_a_running_turn_finish_refuse_new_connections_and_exit_zero() {
+    for (signal, stream) in [("TERM", false), ("INT", false), ("TERM", true)] {
+        let mut app = spawn_app().await;
+        let id = app.new_thread_id(&json!({})).await;
+        app.fake
+            .push(Reply::generated().with_delay(Duration::from_millis(4000)));
+        let api = app.api.clone();
+        let thread = id.clone();
+        let slow = tokio::spawn(async move {
+            let body = json!({"input": "finish me"});
+            if stream {
+                api.stream_turn(&thread, &body).await.completed()
+            } else {
+                api.turn_ok(&thread, &body).await
+            }
+        });
+        wait_for_requests(&app.fake, 1).await;
+        let signalled = Instant::now();
+        app.service.signal(signal);
+
+        // The listener closes at once, while the turn still runs.
+        wait_until_refused(&app.service, Duration::from_millis(3000)).await;
+        assert!(
+            app.service.wait_exit(Duration::ZERO).await.is_none(),
+            "SIG{signal}: exited before its turn finished"
+        );
+        let turn = slow.await.unwrap();
+        assert!(
+            signalled.elapsed() >= Duration::from_millis(2500),
+            "SIG{signal}: the turn was not waited for"
+        );
+        let status = app
+            .service
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("SIG{signal}: still running"));
+        assert!(
+            status.success(),
+            "SIG{signal} (stream={stream}): exit {status:?}"
+        );
+
+        app.restart();
+        let turns = app.turns(&id).await;
+        assert_eq!(turns.len(), 1);
+        assert_eq!(turns[0], turn, "SIG{signal}: stored as answered");
+        assert_eq!(app.messages(&id).await.len(), 2);
+        app.turn_ok(&id, &json!({"input": "after the restart"}))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_streaming_turn_whose_client_left_finish() {
+    let mut app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let mut events = vec![SseEvent::Data(chunk(
+        r#"{"role":"assistant","content":"part 0"}"#,
+        None,
+    ))];
+    for n in 1..6 {
+        events.push(SseEvent::Delay(Duration::from_millis(300)));
+        events.push(SseEvent::Data(chunk(
+            &format!(r#"{{"content":" part {n}"}}"#),
+            None,
+        )));
+    }
+    events.push(SseEvent::Data(chunk(r#"{"content":""}"#, Some("stop"))));
+    events.push(SseEvent::Done);
+    app.fake.push(Reply::sse_events(events));
+    let (mut response, _) = app
+        .open_stream(&id, r#"{"input":"stream then leave","stream":true}"#, &[])
+        .await;
+    let seen = read_events_until(&mut response, |e| e.iter().any(|e| e.event == "chunk")).await;
+    let turn_id = seen[0].json()["turn_id"].as_str().unwrap().to_owned();
+    drop(response);
+    app.service.signal("TERM");
+    let status = app
+        .service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exited within the grace period");
+    assert!(status.success(), "exit {status:?}");
+
+    app.restart();
+    let turn = app.turn_detail(&id, &turn_id).await.json();
+    assert_eq!(
+        turn["status"], "completed",
+        "a running streaming turn was cut off by SIGTERM: {turn}"
+    );
+    assert_eq!(
+        turn["output"]["content"],
+        "part 0 part 1 part 2 part 3 part 4 part 5"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_short_grace_exits_after_it_and_the_turn_reads_interrupted() {
+    let mut app = spawn_app_with(Opts::default().args(&["--shutdown-grace", "1s"])).await;
+    let id = app.new_thread_id(&json!({})).await;
+    let other = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::hang());
+    let api = app.api.clone();
+    let thread = id.clone();
+    let pending = tokio::spawn(async move {
+        api.http
+            .post(format!("{}/v1/threads/{thread}/turns", api.base))
+            .json(&json!({"input": "never answered"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    wait_for_requests(&app.fake, 1).await;
+    let signalled = Instant::now();
+    app.service.signal("TERM");
+    let status = app
+        .service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exited");
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(6),
+        "exited {took:?} after SIGTERM with a 1 s grace"
+    );
+    assert!(status.success(), "exit {status:?}");
+    // The client got no turn back (connection closed), certainly not a completed one.
+    if let Ok(code) = pending.await.unwrap() {
+        assert_ne!(code, 200);
+    }
+
+    app.restart();
+    let turns = app.turns(&id).await;
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0]["status"], "interrupted", "{}", turns[0]);
+    assert_eq!(turns[0]["error"]["code"], "interrupted");
+    let messages = app.messages(&id).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["content"], "never answered");
+    // The thread is free at once; the other thread was never touched.
+    app.turn_ok(&id, &json!({})).await;
+    assert_eq!(app.messages(&id).await.len(), 2);
+    app.turn_ok(&other, &json!({"input": "hi"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_an_idle_service_exits_zero_at_once() {
+    let mut app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.turn_ok(&id, &json!({"input": "one"})).await;
+    let signalled = Instant::now();
+    app.service.signal("TERM");
+    let status = app
+        .service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exited");
+    assert!(status.success(), "exit {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        signalled.elapsed()
+    );
+    app.restart();
+    assert_eq!(app.messages(&id).await.len(), 2);
+}
