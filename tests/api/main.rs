@@ -14,6 +14,7 @@ mod helpers;
 mod idempotency;
 mod malformed;
 mod messages;
+mod operations;
 mod pagination;
 mod processes;
 mod reasoning_replay;

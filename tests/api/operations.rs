@@ -1,0 +1,293 @@
+//! Operating it: metrics move as turns run, one request id follows a turn through the JSON
+//! logs, and export -> import -> export is byte-identical.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use fake_openrouter::Reply;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// `name{labels} value` lines of a Prometheus text page, by the whole series.
+fn series(page: &str) -> BTreeMap<String, f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn looks_like_uuid(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+        .any(|w| w.len() == 36 && w.matches('-').count() == 4)
+}
+
+#[tokio::test]
+async fn metrics_count_completed_and_failed_turns_under_route_templates() {
+    let app = spawn_app_with(Opts::default().args(&["--upstream-attempts", "1"])).await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.turn_ok(&id, &json!({"input": "one"})).await;
+    app.turn_ok(&id, &json!({"input": "two"})).await;
+    app.fake.push(Reply::raw(
+        400,
+        r#"{"error":{"message":"Provider returned error","code":400}}"#,
+    ));
+    app.turn(&id, &json!({"input": "three"}))
+        .await
+        .expect_error(502, "upstream_error");
+    app.get("/no/such/route").await;
+
+    let page = app.get("/metrics").await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+    let m = series(&page.text);
+    let get = |key: &str| {
+        m.get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("no series {key} in\n{}", page.text))
+    };
+    let turns = r#"method="POST",route="/v1/threads/{thread_id}/turns""#;
+    assert_eq!(get(r#"threadkeeper_turns_total{status="completed"}"#), 2.0);
+    assert_eq!(get(r#"threadkeeper_turns_total{status="failed"}"#), 1.0);
+    assert_eq!(get("threadkeeper_turns_in_progress"), 0.0);
+    assert_eq!(
+        get(&format!(
+            "threadkeeper_http_requests_total{{{turns},status=\"200\"}}"
+        )),
+        2.0
+    );
+    assert_eq!(
+        get(&format!(
+            "threadkeeper_http_requests_total{{{turns},status=\"502\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(r#"threadkeeper_http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(&format!(
+            "threadkeeper_http_request_duration_seconds_count{{{turns}}}"
+        )),
+        3.0
+    );
+    assert!(
+        get(&format!(
+            "threadkeeper_http_request_duration_seconds_sum{{{turns}}}"
+        )) > 0.0
+    );
+    assert_eq!(
+        get(r#"threadkeeper_upstream_attempts_total{outcome="ok"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"threadkeeper_upstream_attempts_total{outcome="http_4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"threadkeeper_upstream_request_duration_seconds_count{outcome="completed"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"threadkeeper_upstream_request_duration_seconds_count{outcome="failed"}"#),
+        1.0
+    );
+    // Histograms, not summaries: they have buckets.
+    assert!(m
+        .keys()
+        .any(|k| k.starts_with("threadkeeper_http_request_duration_seconds_bucket{")));
+    for kind in ["prompt", "completion", "reasoning"] {
+        assert!(
+            get(&format!("threadkeeper_tokens_total{{kind=\"{kind}\"}}")) > 0.0,
+            "{kind}"
+        );
+    }
+    assert!(get("threadkeeper_cost_total") > 0.0);
+    // Tokens add up to what the thread reports.
+    let usage = app.thread(&id).await["usage"].clone();
+    assert_eq!(
+        get(r#"threadkeeper_tokens_total{kind="prompt"}"#),
+        usage["prompt_tokens"].as_f64().unwrap()
+    );
+    // No id ever becomes a label value.
+    assert!(!page.text.lines().any(looks_like_uuid), "{}", page.text);
+}
+
+#[tokio::test]
+async fn one_request_id_is_on_every_log_line_of_a_turn() {
+    let app = spawn_app_with(Opts::default().args(&["--log-format", "json"])).await;
+    let id = app.new_thread_id(&json!({})).await;
+    let resp = app
+        .turn_with(
+            &id,
+            r#"{"input":"trace me"}"#,
+            &[("x-request-id", "req-ops-42")],
+        )
+        .await;
+    let turn = resp.expect(200);
+    assert_eq!(resp.header("x-request-id").as_deref(), Some("req-ops-42"));
+    let turn_id = turn["id"].as_str().unwrap().to_owned();
+    // A request without an id gets a generated one, echoed back.
+    let other = app.get(&format!("/v1/threads/{id}")).await;
+    assert!(other.header("x-request-id").is_some_and(|v| v.len() >= 32));
+
+    let lines: Vec<Value> = app
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "no JSON log lines:\n{}", app.logs());
+    let of_turn: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.to_string().contains(&turn_id) || l.to_string().contains("req-ops-42"))
+        .collect();
+    let messages: Vec<&str> = of_turn
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    for expected in [
+        "turn started",
+        "turn completed",
+        "finished processing request",
+    ] {
+        assert!(
+            messages.contains(&expected),
+            "no `{expected}` line in {messages:?}"
+        );
+    }
+    for line in &of_turn {
+        let text = line.to_string();
+        assert!(
+            text.contains("req-ops-42"),
+            "a line of the turn without its request id: {text}"
+        );
+    }
+    for line in of_turn
+        .iter()
+        .filter(|l| l["message"] == "turn started" || l["message"] == "turn completed")
+    {
+        let text = line.to_string();
+        assert!(
+            text.contains(&turn_id) && text.contains(&id),
+            "turn line without ids: {text}"
+        );
+    }
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run threadkeeper")
+}
+
+#[tokio::test]
+async fn export_import_export_is_byte_identical() {
+    let app = spawn_app().await;
+    let exotic = "[ {\"type\":\"reasoning.text\",\"text\":\"line\\nbreak \\ud83d\\ude00\",\"n\":1.50e3,\"z\":-0.0,\n\"format\":\"unknown\",\"index\":0} ]";
+    let body = format!(
+        r#"{{"system":"multi\nline","metadata":{{"k":"v"}},"params":{{"temperature":0.25}},"messages":[{{"role":"user","content":"q"}},{{"role":"assistant","content":"a","model":"m/x","reasoning":"r\u00e9","reasoning_details":{exotic}}}]}}"#
+    );
+    let thread = app
+        .send_text(reqwest::Method::POST, "/v1/threads", &body)
+        .await
+        .expect(201);
+    let id = thread["id"].as_str().unwrap().to_owned();
+    app.turn_ok(&id, &json!({"input": "plain"})).await;
+    app.turn(&id, &json!({"input": "streamed", "stream": true}))
+        .await;
+    app.fake.push(Reply::raw(500, "upstream exploded\n"));
+    app.fake.push(Reply::raw(500, "upstream exploded\n"));
+    app.fake.push(Reply::raw(500, "upstream exploded\n"));
+    app.turn(&id, &json!({"input": "fails"}))
+        .await
+        .expect_error(502, "upstream_error");
+
+    let http = app.get(&format!("/v1/threads/{id}/export")).await;
+    assert_eq!(http.status, 200);
+    assert_eq!(
+        http.header("content-type").as_deref(),
+        Some("application/x-ndjson")
+    );
+    let lines: Vec<Value> = http
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["object"], "thread");
+    assert_eq!(
+        lines.iter().filter(|l| l["object"] == "message").count(),
+        2 + 2 + 1 + 1 + 1
+    );
+    assert_eq!(lines.iter().filter(|l| l["object"] == "turn").count(), 3);
+    assert_eq!(
+        lines[2]["reasoning_details_raw"], exotic,
+        "raw bytes carried as a string"
+    );
+
+    let db = app.db_url.clone();
+    let out = cli(&["export", "--thread", &id, "--database-url", &db]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        http.text,
+        "CLI and HTTP exports differ"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let file = other.path().join("thread.ndjson");
+    std::fs::write(&file, &http.text).unwrap();
+    let other_db = db_url_in(other.path());
+    let out = cli(&[
+        "import",
+        file.to_str().unwrap(),
+        "--database-url",
+        &other_db,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "commands keep stdout for output");
+    let out = cli(&["export", "--thread", &id, "--database-url", &other_db]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        http.text,
+        "export -> import -> export changed bytes"
+    );
+
+    // Importing twice is refused and changes nothing.
+    let out = cli(&[
+        "import",
+        file.to_str().unwrap(),
+        "--database-url",
+        &other_db,
+    ]);
+    assert!(!out.status.success());
+    // A damaged file is refused with the line named.
+    let damaged = other.path().join("damaged.ndjson");
+    std::fs::write(
+        &damaged,
+        http.text
+            .replacen("\"object\":\"message\"", "\"object\":\"mystery\"", 1),
+    )
+    .unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = cli(&[
+        "import",
+        damaged.to_str().unwrap(),
+        "--database-url",
+        &db_url_in(fresh.path()),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{out:?}"
+    );
+}
