@@ -40,16 +40,7 @@ pub fn write(export: &ThreadExport) -> String {
         .int("message_count", t.message_count)
         .opt_string("last_message_id", t.last_message_id.as_deref());
     if let Some(u) = &t.usage {
-        let mut usage = ObjectWriter::new();
-        usage
-            .int("prompt_tokens", u.prompt_tokens)
-            .int("completion_tokens", u.completion_tokens)
-            .int("reasoning_tokens", u.reasoning_tokens)
-            .raw(
-                "cost",
-                &serde_json::to_string(&u.cost).unwrap_or_else(|_| "0".into()),
-            );
-        w.raw("usage", &usage.finish());
+        w.raw("usage", &u.to_json());
     }
     push_line(&mut out, w.finish());
 

@@ -27,6 +27,23 @@ pub struct UsageTotals {
     pub cost: f64,
 }
 
+impl UsageTotals {
+    /// `{prompt_tokens, completion_tokens, reasoning_tokens, cost}`, as the Thread object and
+    /// the export carry it.
+    pub fn to_json(&self) -> String {
+        let mut usage = super::json::ObjectWriter::new();
+        usage
+            .int("prompt_tokens", self.prompt_tokens)
+            .int("completion_tokens", self.completion_tokens)
+            .int("reasoning_tokens", self.reasoning_tokens)
+            .raw(
+                "cost",
+                &serde_json::to_string(&self.cost).unwrap_or_else(|_| "0".into()),
+            );
+        usage.finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MessageRecord {
     pub id: String,

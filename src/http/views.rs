@@ -41,14 +41,7 @@ pub fn thread(t: &ThreadRecord) -> String {
         .int("message_count", t.message_count)
         .opt_string("last_message_id", t.last_message_id.as_deref());
     if let Some(u) = &t.usage {
-        let mut usage = ObjectWriter::new();
-        usage
-            .int("prompt_tokens", u.prompt_tokens)
-            .int("completion_tokens", u.completion_tokens)
-            .int("reasoning_tokens", u.reasoning_tokens);
-        let cost = serde_json::to_string(&u.cost).unwrap_or_else(|_| "0".into());
-        usage.raw("cost", &cost);
-        w.raw("usage", &usage.finish());
+        w.raw("usage", &u.to_json());
     }
     w.finish()
 }
