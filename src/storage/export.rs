@@ -79,67 +79,63 @@ impl Storage {
                 let metadata = serde_json::to_string(&t.metadata)
                     .map_err(|e| sqlx::Error::Protocol(format!("metadata: {e}")))?;
                 let usage = t.usage.unwrap_or_default();
-                sqlx::query(
-            "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
-             reasoning, reasoning_replay, params, message_count, last_message_id, usage_reports, \
-             prompt_tokens, completion_tokens, reasoning_tokens, cost) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&t.id)
-        .bind(&tenant)
-        .bind(&t.created_at)
-        .bind(&t.updated_at)
-        .bind(&metadata)
-        .bind(&t.model)
-        .bind(&t.system)
-        .bind(&t.reasoning)
-        .bind(&t.reasoning_replay)
-        .bind(&t.params)
-        .bind(t.message_count)
-        .bind(&t.last_message_id)
-        .bind(i64::from(t.usage.is_some()))
-        .bind(usage.prompt_tokens)
-        .bind(usage.completion_tokens)
-        .bind(usage.reasoning_tokens)
-        .bind(usage.cost)
-        .execute(&mut *tx)
-        .await?;
+                sqlx::query("INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
+                             reasoning, reasoning_replay, params, message_count, last_message_id, usage_reports, \
+                             prompt_tokens, completion_tokens, reasoning_tokens, cost) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                    .bind(&t.id)
+                    .bind(&tenant)
+                    .bind(&t.created_at)
+                    .bind(&t.updated_at)
+                    .bind(&metadata)
+                    .bind(&t.model)
+                    .bind(&t.system)
+                    .bind(&t.reasoning)
+                    .bind(&t.reasoning_replay)
+                    .bind(&t.params)
+                    .bind(t.message_count)
+                    .bind(&t.last_message_id)
+                    .bind(i64::from(t.usage.is_some()))
+                    .bind(usage.prompt_tokens)
+                    .bind(usage.completion_tokens)
+                    .bind(usage.reasoning_tokens)
+                    .bind(usage.cost)
+                    .execute(&mut *tx)
+                    .await?;
                 for message in &export.messages {
                     insert_message(&mut *tx, message).await?;
                 }
                 for turn in &export.turns {
                     let a = &turn.audit;
-                    sqlx::query(
-                "INSERT INTO turns (id, thread_id, status, input_message_ids, output_message_id, \
-                 model, created_at, completed_at, latency_ms, usage, generation_id, error, \
-                 idempotency_key, request_sha256, upstream_request, upstream_response, \
-                 upstream_response_json, upstream_status, upstream_attempts, upstream_started_at, \
-                 upstream_finished_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&turn.id)
-            .bind(&turn.thread_id)
-            .bind(&turn.status)
-            .bind(&turn.input_message_ids)
-            .bind(&turn.output_message_id)
-            .bind(&turn.model)
-            .bind(&turn.created_at)
-            .bind(&turn.completed_at)
-            .bind(turn.latency_ms)
-            .bind(&turn.usage)
-            .bind(&turn.generation_id)
-            .bind(&turn.error)
-            .bind(&turn.idempotency_key)
-            .bind(&turn.request_sha256)
-            .bind(&a.request)
-            .bind(&a.response)
-            .bind(i64::from(a.response_is_json))
-            .bind(a.status)
-            .bind(a.attempts)
-            .bind(&a.started_at)
-            .bind(&a.finished_at)
-            .execute(&mut *tx)
-            .await?;
+                    sqlx::query("INSERT INTO turns (id, thread_id, status, input_message_ids, output_message_id, \
+                                 model, created_at, completed_at, latency_ms, usage, generation_id, error, \
+                                 idempotency_key, request_sha256, upstream_request, upstream_response, \
+                                 upstream_response_json, upstream_status, upstream_attempts, upstream_started_at, \
+                                 upstream_finished_at) \
+                                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                        .bind(&turn.id)
+                        .bind(&turn.thread_id)
+                        .bind(&turn.status)
+                        .bind(&turn.input_message_ids)
+                        .bind(&turn.output_message_id)
+                        .bind(&turn.model)
+                        .bind(&turn.created_at)
+                        .bind(&turn.completed_at)
+                        .bind(turn.latency_ms)
+                        .bind(&turn.usage)
+                        .bind(&turn.generation_id)
+                        .bind(&turn.error)
+                        .bind(&turn.idempotency_key)
+                        .bind(&turn.request_sha256)
+                        .bind(&a.request)
+                        .bind(&a.response)
+                        .bind(i64::from(a.response_is_json))
+                        .bind(a.status)
+                        .bind(a.attempts)
+                        .bind(&a.started_at)
+                        .bind(&a.finished_at)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 Ok(true)
             })

@@ -52,7 +52,7 @@ impl Storage {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO service_keys (id, name, tenant, key_sha256, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
+                             VALUES (?, ?, ?, ?, ?)",
                 )
                 .bind(&inserted.id)
                 .bind(&inserted.name)
@@ -72,7 +72,7 @@ impl Storage {
         let mut conn = self.reader().await?;
         let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT id, name, tenant, created_at, last_used_at, revoked_at \
-             FROM service_keys ORDER BY id",
+                            FROM service_keys ORDER BY id",
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -127,7 +127,7 @@ impl Storage {
         let mut conn = self.reader().await?;
         let row: Option<(String, String, String, Option<String>)> = sqlx::query_as(
             "SELECT id, tenant, key_sha256, last_used_at FROM service_keys \
-             WHERE key_sha256 = ? AND revoked_at IS NULL",
+                            WHERE key_sha256 = ? AND revoked_at IS NULL",
         )
         .bind(key_sha256)
         .fetch_optional(&mut *conn)

@@ -64,7 +64,7 @@ impl Storage {
     ) -> Result<Option<MessageRecord>, sqlx::Error> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ? \
-             AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
+                           AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
         );
         let mut conn = self.reader().await?;
         sqlx::query(&sql)
@@ -206,33 +206,31 @@ pub(super) async fn insert_messages(
 }
 
 pub(super) async fn insert_message(tx: &mut Tx, m: &MessageRecord) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_calls, tool_call_id, \
-         reasoning, reasoning_details, reasoning_details_sha256, turn_id, created_at, model, \
-         requested_model, provider, generation_id, finish_reason, native_finish_reason, usage) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&m.id)
-    .bind(&m.thread_id)
-    .bind(m.seq)
-    .bind(&m.role)
-    .bind(&m.content)
-    .bind(&m.name)
-    .bind(&m.tool_calls)
-    .bind(&m.tool_call_id)
-    .bind(&m.reasoning)
-    .bind(&m.reasoning_details)
-    .bind(&m.reasoning_details_sha256)
-    .bind(&m.turn_id)
-    .bind(&m.created_at)
-    .bind(&m.model)
-    .bind(&m.requested_model)
-    .bind(&m.provider)
-    .bind(&m.generation_id)
-    .bind(&m.finish_reason)
-    .bind(&m.native_finish_reason)
-    .bind(&m.usage)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("INSERT INTO messages (id, thread_id, seq, role, content, name, tool_calls, tool_call_id, \
+                 reasoning, reasoning_details, reasoning_details_sha256, turn_id, created_at, model, \
+                 requested_model, provider, generation_id, finish_reason, native_finish_reason, usage) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(&m.id)
+        .bind(&m.thread_id)
+        .bind(m.seq)
+        .bind(&m.role)
+        .bind(&m.content)
+        .bind(&m.name)
+        .bind(&m.tool_calls)
+        .bind(&m.tool_call_id)
+        .bind(&m.reasoning)
+        .bind(&m.reasoning_details)
+        .bind(&m.reasoning_details_sha256)
+        .bind(&m.turn_id)
+        .bind(&m.created_at)
+        .bind(&m.model)
+        .bind(&m.requested_model)
+        .bind(&m.provider)
+        .bind(&m.generation_id)
+        .bind(&m.finish_reason)
+        .bind(&m.native_finish_reason)
+        .bind(&m.usage)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }

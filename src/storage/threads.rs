@@ -31,22 +31,20 @@ impl Storage {
                 let thread_id = thread_id.as_str();
                 let create = &create;
                 let s = &create.settings;
-                sqlx::query(
-            "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
-             reasoning, reasoning_replay, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(thread_id)
-        .bind(tenant)
-        .bind(&now)
-        .bind(&now)
-        .bind(&metadata)
-        .bind(&s.model)
-        .bind(&s.system)
-        .bind(&s.reasoning)
-        .bind(s.reasoning_replay.map(|r| r.as_str()))
-        .bind(&s.params)
-        .execute(&mut *tx)
-        .await?;
+                sqlx::query("INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
+                             reasoning, reasoning_replay, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                    .bind(thread_id)
+                    .bind(tenant)
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(&metadata)
+                    .bind(&s.model)
+                    .bind(&s.system)
+                    .bind(&s.reasoning)
+                    .bind(s.reasoning_replay.map(|r| r.as_str()))
+                    .bind(&s.params)
+                    .execute(&mut *tx)
+                    .await?;
                 if !create.messages.is_empty() {
                     let stored =
                         insert_messages(&mut *tx, thread_id, 0, &create.messages, None, &now)
@@ -234,7 +232,7 @@ pub(super) async fn lease_state(
 ) -> Result<Lease, sqlx::Error> {
     let row: Option<(Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
         "SELECT lease_turn_id, lease_expires_at, lease_owner FROM threads \
-         WHERE id = ? AND tenant = ?",
+                        WHERE id = ? AND tenant = ?",
     )
     .bind(thread_id)
     .bind(tenant)

@@ -84,14 +84,13 @@ impl Storage {
                 // the model again on its stored input, which is not stored a second time.
                 let mut rerun_input: Option<String> = None;
                 if let Some((key, hash)) = &begin.idempotency {
-                    let earlier: Option<(String, String, Option<String>, String)> = sqlx::query_as(
-                        "SELECT id, status, request_sha256, input_message_ids FROM turns \
-                 WHERE thread_id = ? AND idempotency_key = ?",
-                    )
-                    .bind(thread_id)
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    let earlier: Option<(String, String, Option<String>, String)> =
+                        sqlx::query_as("SELECT id, status, request_sha256, input_message_ids FROM turns \
+                                        WHERE thread_id = ? AND idempotency_key = ?")
+                            .bind(thread_id)
+                            .bind(key)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
                         if earlier_hash.as_deref() != Some(hash) {
                             return Ok(Begun::KeyReused);
@@ -142,29 +141,25 @@ impl Storage {
                             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
                     }
                 };
-                sqlx::query(
-            "INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at, \
-             idempotency_key, request_sha256) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?)",
-        )
-        .bind(&begin.turn_id)
-        .bind(thread_id)
-        .bind(&input_ids)
-        .bind(&begin.model)
-        .bind(&now)
-        .bind(begin.idempotency.as_ref().map(|(key, _)| key))
-        .bind(begin.idempotency.as_ref().map(|(_, hash)| hash))
-        .execute(&mut *tx)
-        .await?;
-                sqlx::query(
-                    "UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ? \
-             WHERE id = ?",
-                )
-                .bind(&begin.turn_id)
-                .bind(now_ms + begin.lease_ttl_ms)
-                .bind(&*owner)
-                .bind(thread_id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query("INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at, \
+                             idempotency_key, request_sha256) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?)")
+                    .bind(&begin.turn_id)
+                    .bind(thread_id)
+                    .bind(&input_ids)
+                    .bind(&begin.model)
+                    .bind(&now)
+                    .bind(begin.idempotency.as_ref().map(|(key, _)| key))
+                    .bind(begin.idempotency.as_ref().map(|(_, hash)| hash))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ? \
+                             WHERE id = ?")
+                    .bind(&begin.turn_id)
+                    .bind(now_ms + begin.lease_ttl_ms)
+                    .bind(&*owner)
+                    .bind(thread_id)
+                    .execute(&mut *tx)
+                    .await?;
                 let thread = fetch_thread(&mut *tx, tenant, thread_id)
                     .await?
                     .ok_or(sqlx::Error::RowNotFound)?;
@@ -223,80 +218,80 @@ impl Storage {
         let audit = audit.clone();
         self.write(move |tx| {
             Box::pin(async move {
-        let thread_id = thread_id.as_str(); let turn_id = turn_id.as_str(); let audit = &audit;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM turns WHERE id = ?")
-            .bind(turn_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if status.as_deref() != Some("in_progress") {
-            return Ok(None);
-        }
-        match outcome {
-            TurnOutcome::Completed {
-                mut message,
-                usage,
-                totals,
-                generation_id,
-            } => {
-                message.seq = message_count(&mut *tx, thread_id).await? + 1;
-                insert_message(&mut *tx, &message).await?;
-                bump_thread(&mut *tx, thread_id, std::slice::from_ref(&message), &now).await?;
-                if let Some(t) = totals {
-                    sqlx::query(
-                        "UPDATE threads SET usage_reports = usage_reports + 1, \
-                         prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, \
-                         reasoning_tokens = reasoning_tokens + ?, cost = cost + ? WHERE id = ?",
-                    )
-                    .bind(t.prompt_tokens)
-                    .bind(t.completion_tokens)
-                    .bind(t.reasoning_tokens)
-                    .bind(t.cost)
-                    .bind(thread_id)
-                    .execute(&mut *tx)
-                    .await?;
+                let thread_id = thread_id.as_str();
+                let turn_id = turn_id.as_str();
+                let audit = &audit;
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM turns WHERE id = ?")
+                        .bind(turn_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if status.as_deref() != Some("in_progress") {
+                    return Ok(None);
                 }
-                sqlx::query(
-                    "UPDATE turns SET status = 'completed', output_message_id = ?, usage = ?, \
-                     generation_id = ? WHERE id = ?",
-                )
-                .bind(&message.id)
-                .bind(&usage)
-                .bind(&generation_id)
-                .bind(turn_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            TurnOutcome::Failed { error } => {
-                sqlx::query("UPDATE turns SET status = 'failed', error = ? WHERE id = ?")
-                    .bind(&error)
+                match outcome {
+                    TurnOutcome::Completed {
+                        mut message,
+                        usage,
+                        totals,
+                        generation_id,
+                    } => {
+                        message.seq = message_count(&mut *tx, thread_id).await? + 1;
+                        insert_message(&mut *tx, &message).await?;
+                        bump_thread(&mut *tx, thread_id, std::slice::from_ref(&message), &now)
+                            .await?;
+                        if let Some(t) = totals {
+                            sqlx::query(
+                                "UPDATE threads SET usage_reports = usage_reports + 1, \
+                                 prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, \
+                                 reasoning_tokens = reasoning_tokens + ?, cost = cost + ? WHERE id = ?",
+                            )
+                            .bind(t.prompt_tokens)
+                            .bind(t.completion_tokens)
+                            .bind(t.reasoning_tokens)
+                            .bind(t.cost)
+                            .bind(thread_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        sqlx::query("UPDATE turns SET status = 'completed', output_message_id = ?, usage = ?, \
+                                     generation_id = ? WHERE id = ?")
+                            .bind(&message.id)
+                            .bind(&usage)
+                            .bind(&generation_id)
+                            .bind(turn_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    TurnOutcome::Failed { error } => {
+                        sqlx::query("UPDATE turns SET status = 'failed', error = ? WHERE id = ?")
+                            .bind(&error)
+                            .bind(turn_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                sqlx::query("UPDATE turns SET completed_at = ?, latency_ms = ?, upstream_request = ?, \
+                             upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
+                             upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? WHERE id = ?")
+                    .bind(&now)
+                    .bind(latency_ms)
+                    .bind(&audit.request)
+                    .bind(&audit.response)
+                    .bind(i64::from(audit.response_is_json))
+                    .bind(audit.status)
+                    .bind(audit.attempts)
+                    .bind(&audit.started_at)
+                    .bind(&audit.finished_at)
                     .bind(turn_id)
                     .execute(&mut *tx)
                     .await?;
-            }
-        }
-        sqlx::query(
-            "UPDATE turns SET completed_at = ?, latency_ms = ?, upstream_request = ?, \
-             upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
-             upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? WHERE id = ?",
-        )
-        .bind(&now)
-        .bind(latency_ms)
-        .bind(&audit.request)
-        .bind(&audit.response)
-        .bind(i64::from(audit.response_is_json))
-        .bind(audit.status)
-        .bind(audit.attempts)
-        .bind(&audit.started_at)
-        .bind(&audit.finished_at)
-        .bind(turn_id)
-        .execute(&mut *tx)
-        .await?;
-        release(&mut *tx, thread_id, turn_id).await?;
-        let turn = fetch_turn(&mut *tx, turn_id).await?;
-        Ok(turn)
+                release(&mut *tx, thread_id, turn_id).await?;
+                let turn = fetch_turn(&mut *tx, turn_id).await?;
+                Ok(turn)
+            })
         })
-    })
-    .await
+        .await
     }
 
     pub async fn get_turn(
@@ -307,7 +302,7 @@ impl Storage {
     ) -> Result<Option<TurnRecord>, sqlx::Error> {
         let sql = format!(
             "SELECT {TURN_COLUMNS} FROM turns WHERE id = ? AND thread_id = ? \
-             AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
+                           AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
         );
         let mut conn = self.reader().await?;
         sqlx::query(&sql)
@@ -393,8 +388,8 @@ impl Storage {
             Box::pin(async move {
                 let running: Vec<RunningTurnRow> = sqlx::query_as(
                     "SELECT t.id, t.thread_id, h.lease_turn_id, h.lease_expires_at, h.lease_owner \
-                 FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
-                 WHERE t.status = 'in_progress'",
+                                    FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
+                                    WHERE t.status = 'in_progress'",
                 )
                 .fetch_all(&mut *tx)
                 .await?;
@@ -424,7 +419,7 @@ type RunningTurnRow = (String, String, Option<String>, Option<i64>, Option<Strin
 async fn interrupt(tx: &mut Tx, turn_id: &str, now: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE turns SET status = 'interrupted', error = ?, completed_at = ? \
-         WHERE id = ? AND status = 'in_progress'",
+                 WHERE id = ? AND status = 'in_progress'",
     )
     .bind(INTERRUPTED_ERROR)
     .bind(now)
@@ -437,7 +432,7 @@ async fn interrupt(tx: &mut Tx, turn_id: &str, now: &str) -> Result<(), sqlx::Er
 async fn release(tx: &mut Tx, thread_id: &str, turn_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
-         WHERE id = ? AND lease_turn_id = ?",
+                 WHERE id = ? AND lease_turn_id = ?",
     )
     .bind(thread_id)
     .bind(turn_id)
