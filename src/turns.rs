@@ -229,7 +229,7 @@ async fn call_and_store(
             (TurnOutcome::Failed { error }, Some(failure))
         }
     };
-    let turn = state
+    let (turn, output) = state
         .storage
         .finish_turn(&thread.id, turn_id, outcome, &exchange.audit, latency_ms)
         .await?
@@ -250,7 +250,6 @@ async fn call_and_store(
         attempts = exchange.audit.attempts,
         "turn completed"
     );
-    let output = state.storage.get_output(&turn).await?;
     Ok((turn, output))
 }
 

@@ -202,8 +202,8 @@ impl Storage {
     }
 
     /// Ends a turn: stores its reply (when completed), its audit record, the thread's usage
-    /// totals, and frees the lease, in one transaction. Returns `None` when the turn is no
-    /// longer in progress (it was taken over as interrupted).
+    /// totals, and frees the lease, in one transaction. Returns the turn and its reply, or
+    /// `None` when the turn is no longer in progress (it was taken over as interrupted).
     pub async fn finish_turn(
         &self,
         thread_id: &str,
@@ -211,7 +211,7 @@ impl Storage {
         outcome: TurnOutcome,
         audit: &AuditRecord,
         latency_ms: i64,
-    ) -> Result<Option<TurnRecord>, sqlx::Error> {
+    ) -> Result<Option<(TurnRecord, Option<MessageRecord>)>, sqlx::Error> {
         let now = ids::now();
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
@@ -221,6 +221,7 @@ impl Storage {
                 let thread_id = thread_id.as_str();
                 let turn_id = turn_id.as_str();
                 let audit = &audit;
+                let mut output = None;
                 let status: Option<String> =
                     sqlx::query_scalar("SELECT status FROM turns WHERE id = ?")
                         .bind(turn_id)
@@ -240,6 +241,7 @@ impl Storage {
                         insert_message(&mut *tx, &message).await?;
                         bump_thread(&mut *tx, thread_id, std::slice::from_ref(&message), &now)
                             .await?;
+                        output = Some(message.as_ref().clone());
                         if let Some(t) = totals {
                             sqlx::query(
                                 "UPDATE threads SET usage_reports = usage_reports + 1, \
@@ -288,7 +290,7 @@ impl Storage {
                     .await?;
                 release(&mut *tx, thread_id, turn_id).await?;
                 let turn = fetch_turn(&mut *tx, turn_id).await?;
-                Ok(turn)
+                Ok(turn.map(|turn| (turn, output)))
             })
         })
         .await
