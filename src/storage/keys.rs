@@ -142,7 +142,7 @@ impl Storage {
 
     pub async fn touch_key(&self, id: &str) -> Result<(), sqlx::Error> {
         let id = id.to_owned();
-        self.write(move |tx| {
+        self.write_deferred(move |tx| {
             Box::pin(async move {
                 sqlx::query("UPDATE service_keys SET last_used_at = ? WHERE id = ?")
                     .bind(ids::now())

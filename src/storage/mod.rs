@@ -82,7 +82,7 @@ impl Storage {
                 .connect_with(options.read_only(true))
                 .await?
         };
-        let writer = writer::Writer::start(write.acquire().await?);
+        let writer = writer::Writer::start(write.acquire().await?, durable);
         Ok(Self {
             write,
             writer,
@@ -110,6 +110,15 @@ impl Storage {
             .execute(&self.read)
             .await
             .map(|_| ())
+    }
+
+    /// A write that is answered before it is fsynced (see `Writer::write_deferred`).
+    async fn write_deferred<T, F>(&self, operation: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send + 'static,
+    {
+        self.writer.write_deferred(operation).await
     }
 
     /// Runs a write operation in the writer's next batch (group commit); returns once the

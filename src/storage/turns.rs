@@ -60,7 +60,9 @@ const INTERRUPTED_ERROR: &str = r#"{"type":"server_error","code":"interrupted","
 impl Storage {
     /// Stores the input and an `in_progress` turn and takes the thread's lease, all in one
     /// transaction. A lease left by a dead process (expired) is taken over and its turn
-    /// marked `interrupted`.
+    /// marked `interrupted`. The commit is not fsynced on its own (nobody has been answered
+    /// yet): the turn's closing commit, which is, makes it durable too. A process crash
+    /// loses nothing either way; a power loss can lose a turn that was still running.
     pub async fn begin_turn(
         &self,
         tenant: &str,
@@ -72,7 +74,7 @@ impl Storage {
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         let owner = self.owner.clone();
-        self.write(move |tx| {
+        self.write_deferred(move |tx| {
             Box::pin(async move {
                 let tenant = tenant.as_str();
                 let thread_id = thread_id.as_str();
@@ -183,7 +185,7 @@ impl Storage {
     ) -> Result<bool, sqlx::Error> {
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
-        self.write(move |tx| {
+        self.write_deferred(move |tx| {
             Box::pin(async move {
                 let thread_id = thread_id.as_str();
                 let turn_id = turn_id.as_str();

@@ -24,6 +24,8 @@ type Operation = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'
 struct Job {
     run: Operation,
     reply: oneshot::Sender<Output>,
+    /// Must be on disk before it is answered (fsync); else durable with the next such commit.
+    sync: bool,
 }
 
 enum Message {
@@ -38,10 +40,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on the one connection that writes.
-    pub(super) fn start(connection: PoolConnection<Sqlite>) -> Self {
+    /// Starts the writer task on the one connection that writes. `durable`: the connection
+    /// runs `synchronous=FULL` (else `NORMAL` throughout).
+    pub(super) fn start(connection: PoolConnection<Sqlite>, durable: bool) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(connection, queue));
+        tokio::spawn(run(connection, queue, durable));
         Self { jobs }
     }
 
@@ -62,6 +65,30 @@ impl Writer {
             + Send
             + 'static,
     {
+        self.submit(operation, true).await
+    }
+
+    /// Like `write`, but answered once committed, without waiting for an fsync of its own:
+    /// the write reaches the disk with the next durable commit (WAL frames are written in
+    /// order), and survives a process crash at once (it is in the OS's page cache). For
+    /// writes nobody is answered about yet, such as a turn's input before its reply.
+    pub(super) async fn write_deferred<T, F>(&self, operation: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.submit(operation, false).await
+    }
+
+    async fn submit<T, F>(&self, operation: F, sync: bool) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let run: Operation = Box::new(move |conn| {
             Box::pin(async move {
@@ -71,7 +98,7 @@ impl Writer {
             })
         });
         self.jobs
-            .send(Message::Write(Job { run, reply }))
+            .send(Message::Write(Job { run, reply, sync }))
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let output = answer.await.map_err(|_| sqlx::Error::PoolClosed)??;
         output
@@ -81,8 +108,14 @@ impl Writer {
     }
 }
 
-async fn run(mut connection: PoolConnection<Sqlite>, mut queue: mpsc::UnboundedReceiver<Message>) {
+async fn run(
+    mut connection: PoolConnection<Sqlite>,
+    mut queue: mpsc::UnboundedReceiver<Message>,
+    durable: bool,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The connection's current `synchronous` setting: FULL when it was opened durable.
+    let mut syncing = durable;
     let mut stop = None;
     while let Some(first) = queue.recv().await {
         match first {
@@ -97,6 +130,19 @@ async fn run(mut connection: PoolConnection<Sqlite>, mut queue: mpsc::UnboundedR
             }
         }
         if !batch.is_empty() {
+            // A batch that only holds deferred writes commits without an fsync.
+            let want = durable && batch.iter().any(|job| job.sync);
+            if want != syncing {
+                let pragma = if want {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                };
+                match sqlx::query(pragma).execute(&mut *connection).await {
+                    Ok(_) => syncing = want,
+                    Err(e) => tracing::warn!(error = %e, "could not switch synchronous mode"),
+                }
+            }
             commit_batch(&mut connection, &mut batch).await;
         }
         if stop.is_some() {
