@@ -106,7 +106,8 @@ async fn drive(
     let turn_id = ids::new_id();
     tracing::Span::current().record("turn_id", turn_id.as_str());
 
-    // The model is resolved before the input is stored so the turn row names it.
+    // The thread's settings as the turn starts: they resolve the model (the turn row names
+    // it) and shape the context. Its messages are read after the input is stored.
     let thread = state
         .storage
         .get_thread(&tenant, &thread_id)
@@ -122,11 +123,8 @@ async fn drive(
         lease_ttl_ms,
         idempotency: request.idempotency.map(|i| (i.key, i.request_sha256)),
     };
-    let (thread, input_ids) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
-        Begun::Started {
-            thread,
-            input_message_ids,
-        } => (thread, input_message_ids),
+    let input_ids = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
+        Begun::Started { input_message_ids } => input_message_ids,
         Begun::Replay(turn) => return replay(&state, turn, on_begun, sink).await,
         Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
         Begun::Busy => return Err(ApiError::ThreadBusy),

@@ -41,12 +41,13 @@ impl Storage {
                 let tenant = tenant.as_str();
                 let thread_id = thread_id.as_str();
                 let messages = messages.as_slice();
-                match lease_state(&mut *tx, tenant, thread_id, ids::now_millis()).await? {
+                let (lease, count) =
+                    lease_state(&mut *tx, tenant, thread_id, ids::now_millis()).await?;
+                match lease {
                     Lease::Missing => return Ok(Claim::NotFound),
                     Lease::Held => return Ok(Claim::Busy),
                     Lease::Free | Lease::Expired(_) => {}
                 }
-                let count = message_count(&mut *tx, thread_id).await?;
                 let stored =
                     insert_messages(&mut *tx, thread_id, count, messages, None, &now).await?;
                 bump_thread(&mut *tx, thread_id, &stored, &now).await?;
@@ -156,13 +157,6 @@ async fn cursor_seq(
             .fetch_optional(&mut *conn)
             .await?;
     Ok(seq.map(Some).ok_or_else(|| id.to_owned()))
-}
-
-pub(super) async fn message_count(tx: &mut Tx, thread_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT message_count FROM threads WHERE id = ?")
-        .bind(thread_id)
-        .fetch_one(&mut *tx)
-        .await
 }
 
 /// Inserts client messages after seq `last_seq`, stamped with `turn_id` when they are a

@@ -160,7 +160,10 @@ impl Storage {
             Box::pin(async move {
                 let tenant = tenant.as_str();
                 let thread_id = thread_id.as_str();
-                match lease_state(&mut *tx, tenant, thread_id, ids::now_millis()).await? {
+                match lease_state(&mut *tx, tenant, thread_id, ids::now_millis())
+                    .await?
+                    .0
+                {
                     Lease::Missing => return Ok(Claim::NotFound),
                     Lease::Held => return Ok(Claim::Busy),
                     Lease::Free | Lease::Expired(_) => {}
@@ -220,34 +223,35 @@ pub(super) enum Lease {
     Missing,
     Free,
     Held,
-    /// Held by a turn whose process stopped renewing it: that turn can be taken over.
+    /// Held by a turn whose process stopped renewing it or died: it can be taken over.
     Expired(String),
 }
 
+/// A thread's lease and its message count (= its last `seq`), read in one query.
 pub(super) async fn lease_state(
     tx: &mut Tx,
     tenant: &str,
     thread_id: &str,
     now_millis: i64,
-) -> Result<Lease, sqlx::Error> {
-    let row: Option<(Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
-        "SELECT lease_turn_id, lease_expires_at, lease_owner FROM threads \
-                        WHERE id = ? AND tenant = ?",
+) -> Result<(Lease, i64), sqlx::Error> {
+    let row: Option<(Option<String>, Option<i64>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT lease_turn_id, lease_expires_at, lease_owner, message_count FROM threads \
+         WHERE id = ? AND tenant = ?",
     )
     .bind(thread_id)
     .bind(tenant)
     .fetch_optional(&mut *tx)
     .await?;
     Ok(match row {
-        None => Lease::Missing,
-        Some((None, _, _)) => Lease::Free,
-        Some((Some(turn), expires, owner)) => {
+        None => (Lease::Missing, 0),
+        Some((None, _, _, count)) => (Lease::Free, count),
+        Some((Some(turn), expires, owner, count)) => {
             let expired = expires.is_none_or(|e| e <= now_millis);
             let owner_gone = owner.as_deref().is_some_and(|o| !super::owner::is_alive(o));
             if expired || owner_gone {
-                Lease::Expired(turn)
+                (Lease::Expired(turn), count)
             } else {
-                Lease::Held
+                (Lease::Held, count)
             }
         }
     })

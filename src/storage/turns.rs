@@ -7,13 +7,13 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
 
 use super::lists::{finish, paginate, Page, PageQuery};
-use super::messages::{insert_message, insert_messages, message_count};
+use super::messages::{insert_message, insert_messages};
 use super::rows::{self, TURN_COLUMNS};
-use super::threads::{bump_thread, fetch_thread, lease_state, Lease};
+use super::threads::{lease_state, Lease};
 use super::{owner, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
-use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
+use crate::domain::records::{AuditRecord, MessageRecord, TurnRecord, UsageTotals};
 
 pub struct BeginTurn {
     pub turn_id: String,
@@ -29,7 +29,6 @@ pub struct BeginTurn {
 pub enum Begun {
     /// The input is stored and the turn holds the thread's lease.
     Started {
-        thread: ThreadRecord,
         input_message_ids: Vec<String>,
     },
     /// The key names a completed turn: answer it again, nothing stored, nothing called.
@@ -78,7 +77,7 @@ impl Storage {
             Box::pin(async move {
                 let tenant = tenant.as_str();
                 let thread_id = thread_id.as_str();
-                let lease = lease_state(&mut *tx, tenant, thread_id, now_ms).await?;
+                let (lease, count) = lease_state(&mut *tx, tenant, thread_id, now_ms).await?;
                 if matches!(lease, Lease::Missing) {
                     return Ok(Begun::NotFound);
                 }
@@ -125,10 +124,9 @@ impl Storage {
                     Lease::Expired(stale) => interrupt(&mut *tx, &stale, &now).await?,
                     Lease::Free => {}
                 }
-                let input_ids = match rerun_input {
-                    Some(ids) => ids,
+                let (input_ids, last) = match rerun_input {
+                    Some(ids) => (ids, None),
                     None => {
-                        let count = message_count(&mut *tx, thread_id).await?;
                         let stored = insert_messages(
                             &mut *tx,
                             thread_id,
@@ -138,9 +136,11 @@ impl Storage {
                             &now,
                         )
                         .await?;
-                        bump_thread(&mut *tx, thread_id, &stored, &now).await?;
-                        serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
-                            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
+                        let ids = serde_json::to_string(
+                            &stored.iter().map(|m| &m.id).collect::<Vec<_>>(),
+                        )
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                        (ids, stored.last().map(|m| (m.seq, m.id.clone())))
                     }
                 };
                 sqlx::query("INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at, \
@@ -154,23 +154,25 @@ impl Storage {
                     .bind(begin.idempotency.as_ref().map(|(_, hash)| hash))
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ? \
+                // The lease, and the new messages' count and last id, in one statement.
+                sqlx::query("UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ?, \
+                             message_count = COALESCE(?, message_count), \
+                             last_message_id = COALESCE(?, last_message_id), \
+                             updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END \
                              WHERE id = ?")
                     .bind(&begin.turn_id)
                     .bind(now_ms + begin.lease_ttl_ms)
                     .bind(&*owner)
+                    .bind(last.as_ref().map(|(seq, _)| *seq))
+                    .bind(last.as_ref().map(|(_, id)| id))
+                    .bind(last.as_ref().map(|(_, id)| id))
+                    .bind(&now)
                     .bind(thread_id)
                     .execute(&mut *tx)
                     .await?;
-                let thread = fetch_thread(&mut *tx, tenant, thread_id)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)?;
                 let input_message_ids = serde_json::from_str(&input_ids)
                     .map_err(|e| sqlx::Error::Protocol(format!("input_message_ids: {e}")))?;
-                Ok(Begun::Started {
-                    thread,
-                    input_message_ids,
-                })
+                Ok(Begun::Started { input_message_ids })
             })
         })
         .await
@@ -223,61 +225,41 @@ impl Storage {
                 let thread_id = thread_id.as_str();
                 let turn_id = turn_id.as_str();
                 let audit = &audit;
-                let mut output = None;
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM turns WHERE id = ?")
-                        .bind(turn_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if status.as_deref() != Some("in_progress") {
+                // The turn's state and its thread's message count, in one read.
+                let row: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT t.status, h.message_count FROM turns t \
+                     JOIN threads h ON h.id = t.thread_id WHERE t.id = ?",
+                )
+                .bind(turn_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(("in_progress", count)) = row.as_ref().map(|(s, c)| (s.as_str(), *c))
+                else {
                     return Ok(None);
-                }
-                match outcome {
+                };
+                let (status, error, output, usage, generation_id, totals) = match outcome {
                     TurnOutcome::Completed {
                         mut message,
                         usage,
                         totals,
                         generation_id,
                     } => {
-                        message.seq = message_count(&mut *tx, thread_id).await? + 1;
+                        message.seq = count + 1;
                         insert_message(&mut *tx, &message).await?;
-                        bump_thread(&mut *tx, thread_id, std::slice::from_ref(&message), &now)
-                            .await?;
-                        output = Some(message.as_ref().clone());
-                        if let Some(t) = totals {
-                            sqlx::query(
-                                "UPDATE threads SET usage_reports = usage_reports + 1, \
-                                 prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, \
-                                 reasoning_tokens = reasoning_tokens + ?, cost = cost + ? WHERE id = ?",
-                            )
-                            .bind(t.prompt_tokens)
-                            .bind(t.completion_tokens)
-                            .bind(t.reasoning_tokens)
-                            .bind(t.cost)
-                            .bind(thread_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                        sqlx::query("UPDATE turns SET status = 'completed', output_message_id = ?, usage = ?, \
-                                     generation_id = ? WHERE id = ?")
-                            .bind(&message.id)
-                            .bind(&usage)
-                            .bind(&generation_id)
-                            .bind(turn_id)
-                            .execute(&mut *tx)
-                            .await?;
+                        ("completed", None, Some(*message), usage, generation_id, totals)
                     }
-                    TurnOutcome::Failed { error } => {
-                        sqlx::query("UPDATE turns SET status = 'failed', error = ? WHERE id = ?")
-                            .bind(&error)
-                            .bind(turn_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                sqlx::query("UPDATE turns SET completed_at = ?, latency_ms = ?, upstream_request = ?, \
+                    TurnOutcome::Failed { error } => ("failed", Some(error), None, None, None, None),
+                };
+                sqlx::query("UPDATE turns SET status = ?, error = ?, output_message_id = ?, usage = ?, \
+                             generation_id = ?, completed_at = ?, latency_ms = ?, upstream_request = ?, \
                              upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
-                             upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? WHERE id = ?")
+                             upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? \
+                             WHERE id = ?")
+                    .bind(status)
+                    .bind(&error)
+                    .bind(output.as_ref().map(|m| &m.id))
+                    .bind(&usage)
+                    .bind(&generation_id)
                     .bind(&now)
                     .bind(latency_ms)
                     .bind(&audit.request)
@@ -290,7 +272,34 @@ impl Storage {
                     .bind(turn_id)
                     .execute(&mut *tx)
                     .await?;
-                release(&mut *tx, thread_id, turn_id).await?;
+                // The reply's count and id, the usage totals and the lease, in one statement.
+                let t = totals.unwrap_or_default();
+                sqlx::query("UPDATE threads SET \
+                             message_count = COALESCE(?, message_count), \
+                             last_message_id = COALESCE(?, last_message_id), \
+                             updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END, \
+                             usage_reports = usage_reports + ?, prompt_tokens = prompt_tokens + ?, \
+                             completion_tokens = completion_tokens + ?, \
+                             reasoning_tokens = reasoning_tokens + ?, cost = cost + ?, \
+                             lease_turn_id = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_turn_id END, \
+                             lease_expires_at = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_expires_at END, \
+                             lease_owner = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_owner END \
+                             WHERE id = ?")
+                    .bind(output.as_ref().map(|m| m.seq))
+                    .bind(output.as_ref().map(|m| &m.id))
+                    .bind(output.as_ref().map(|m| &m.id))
+                    .bind(&now)
+                    .bind(i64::from(totals.is_some()))
+                    .bind(t.prompt_tokens)
+                    .bind(t.completion_tokens)
+                    .bind(t.reasoning_tokens)
+                    .bind(t.cost)
+                    .bind(turn_id)
+                    .bind(turn_id)
+                    .bind(turn_id)
+                    .bind(thread_id)
+                    .execute(&mut *tx)
+                    .await?;
                 let turn = fetch_turn(&mut *tx, turn_id).await?;
                 Ok(turn.map(|turn| (turn, output)))
             })
