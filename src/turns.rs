@@ -125,7 +125,7 @@ async fn drive(
     };
     let input_ids = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
         Begun::Started { input_message_ids } => input_message_ids,
-        Begun::Replay(turn) => return replay(&state, turn, on_begun, sink).await,
+        Begun::Replay(turn) => return replay(&state, *turn, on_begun, sink).await,
         Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
         Begun::Busy => return Err(ApiError::ThreadBusy),
         Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),

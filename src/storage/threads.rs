@@ -227,6 +227,9 @@ pub(super) enum Lease {
     Expired(String),
 }
 
+/// Lease turn, lease expiry, lease owner, message count.
+type LeaseRow = (Option<String>, Option<i64>, Option<String>, i64);
+
 /// A thread's lease and its message count (= its last `seq`), read in one query.
 pub(super) async fn lease_state(
     tx: &mut Tx,
@@ -234,7 +237,7 @@ pub(super) async fn lease_state(
     thread_id: &str,
     now_millis: i64,
 ) -> Result<(Lease, i64), sqlx::Error> {
-    let row: Option<(Option<String>, Option<i64>, Option<String>, i64)> = sqlx::query_as(
+    let row: Option<LeaseRow> = sqlx::query_as(
         "SELECT lease_turn_id, lease_expires_at, lease_owner, message_count FROM threads \
          WHERE id = ? AND tenant = ?",
     )

@@ -32,7 +32,7 @@ pub enum Begun {
         input_message_ids: Vec<String>,
     },
     /// The key names a completed turn: answer it again, nothing stored, nothing called.
-    Replay(TurnRecord),
+    Replay(Box<TurnRecord>),
     NotFound,
     Busy,
     /// The key was used with another request on this thread.
@@ -102,7 +102,7 @@ impl Storage {
                                 let turn = fetch_turn(&mut *tx, &earlier_id)
                                     .await?
                                     .ok_or(sqlx::Error::RowNotFound)?;
-                                return Ok(Begun::Replay(turn));
+                                return Ok(Begun::Replay(Box::new(turn)));
                             }
                             _ => {
                                 if matches!(lease, Lease::Held) {
