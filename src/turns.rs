@@ -108,11 +108,16 @@ async fn drive(
 
     // The thread's settings as the turn starts: they resolve the model (the turn row names
     // it) and shape the context. Its messages are read after the input is stored.
-    let thread = state
+    let (thread, busy) = state
         .storage
-        .get_thread(&tenant, &thread_id)
+        .thread_for_turn(&tenant, &thread_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such thread".into()))?;
+    // A busy thread is refused here, without queueing for the writer; an idempotent repeat
+    // goes on, since it may be answered from its stored turn.
+    if busy && request.idempotency.is_none() {
+        return Err(ApiError::ThreadBusy);
+    }
     let options = resolve(&state.defaults, &thread, &request.overrides, request.stream)?;
 
     let lease_ttl_ms = state.config.lease_ttl.as_millis() as i64;

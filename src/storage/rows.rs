@@ -6,8 +6,8 @@ use sqlx::Row;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
 
 pub(super) const THREAD_COLUMNS: &str = "id, created_at, updated_at, metadata, model, system, \
-                                         reasoning, reasoning_replay, params, message_count, last_message_id, usage_reports, \
-                                         prompt_tokens, completion_tokens, reasoning_tokens, cost";
+     reasoning, reasoning_replay, params, message_count, last_message_id, usage_reports, \
+     prompt_tokens, completion_tokens, reasoning_tokens, cost";
 
 pub(super) fn thread(row: &SqliteRow) -> Result<ThreadRecord, sqlx::Error> {
     let metadata: String = row.try_get("metadata")?;
@@ -70,9 +70,18 @@ pub(super) fn message(row: &SqliteRow) -> Result<MessageRecord, sqlx::Error> {
 }
 
 pub(super) const TURN_COLUMNS: &str = "id, thread_id, status, input_message_ids, \
-                                       output_message_id, model, created_at, completed_at, latency_ms, usage, generation_id, \
-                                       error, idempotency_key, request_sha256, upstream_request, upstream_response, upstream_response_json, upstream_status, \
-                                       upstream_attempts, upstream_started_at, upstream_finished_at";
+     output_message_id, model, created_at, completed_at, latency_ms, usage, generation_id, \
+     error, idempotency_key, request_sha256, upstream_request, upstream_response, \
+     upstream_response_json, upstream_status, upstream_attempts, upstream_started_at, \
+     upstream_finished_at";
+
+/// `TURN_COLUMNS` without the audit bodies (they can be megabytes): for turns that are
+/// shown without their audit record (lists, a turn just finished).
+pub(super) const TURN_SUMMARY_COLUMNS: &str = "id, thread_id, status, input_message_ids, \
+     output_message_id, model, created_at, completed_at, latency_ms, usage, generation_id, \
+     error, idempotency_key, request_sha256, NULL AS upstream_request, \
+     NULL AS upstream_response, upstream_response_json, upstream_status, upstream_attempts, \
+     upstream_started_at, upstream_finished_at";
 
 pub(super) fn turn(row: &SqliteRow) -> Result<TurnRecord, sqlx::Error> {
     Ok(TurnRecord {

@@ -67,6 +67,38 @@ impl Storage {
         fetch_thread(&mut conn, tenant, thread_id).await
     }
 
+    /// A thread as a turn starts, and whether a live turn holds it: a read that lets a
+    /// busy thread be refused without queueing for the writer. (The lease taken in the write
+    /// transaction stays the authority.)
+    pub async fn thread_for_turn(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+    ) -> Result<Option<(ThreadRecord, bool)>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {THREAD_COLUMNS}, lease_turn_id, lease_expires_at, lease_owner \
+             FROM threads WHERE id = ? AND tenant = ?"
+        );
+        let mut conn = self.reader().await?;
+        let Some(row) = sqlx::query(&sql)
+            .bind(thread_id)
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        use sqlx::Row;
+        let held = row.try_get::<Option<String>, _>("lease_turn_id")?.is_some()
+            && row
+                .try_get::<Option<i64>, _>("lease_expires_at")?
+                .is_some_and(|e| e > ids::now_millis())
+            && row
+                .try_get::<Option<String>, _>("lease_owner")?
+                .is_none_or(|o| super::owner::is_alive(&o));
+        Ok(Some((rows::thread(&row)?, held)))
+    }
+
     pub async fn list_threads(
         &self,
         tenant: &str,

@@ -8,7 +8,7 @@ use sqlx::Arguments;
 
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
-use super::rows::{self, TURN_COLUMNS};
+use super::rows::{self, TURN_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease};
 use super::{owner, Storage, Tx};
 use crate::domain::ids;
@@ -99,7 +99,7 @@ impl Storage {
                         match status.as_str() {
                             "in_progress" => return Ok(Begun::Busy),
                             "completed" => {
-                                let turn = fetch_turn(&mut *tx, &earlier_id)
+                                let turn = fetch_turn(&mut *tx, &earlier_id, TURN_COLUMNS)
                                     .await?
                                     .ok_or(sqlx::Error::RowNotFound)?;
                                 return Ok(Begun::Replay(Box::new(turn)));
@@ -300,7 +300,7 @@ impl Storage {
                     .bind(thread_id)
                     .execute(&mut *tx)
                     .await?;
-                let turn = fetch_turn(&mut *tx, turn_id).await?;
+                let turn = fetch_turn(&mut *tx, turn_id, TURN_SUMMARY_COLUMNS).await?;
                 Ok(turn.map(|turn| (turn, output)))
             })
         })
@@ -373,7 +373,7 @@ impl Storage {
         if exists.is_none() {
             return Ok(None);
         }
-        let mut sql = format!("SELECT {TURN_COLUMNS} FROM turns WHERE thread_id = ?");
+        let mut sql = format!("SELECT {TURN_SUMMARY_COLUMNS} FROM turns WHERE thread_id = ?");
         let mut args = SqliteArguments::default();
         args.add(thread_id).map_err(sqlx::Error::Encode)?;
         let reversed = paginate(&mut sql, &mut args, "id", query)?;
@@ -454,8 +454,13 @@ async fn release(tx: &mut Tx, thread_id: &str, turn_id: &str) -> Result<(), sqlx
     Ok(())
 }
 
-async fn fetch_turn(tx: &mut Tx, turn_id: &str) -> Result<Option<TurnRecord>, sqlx::Error> {
-    let sql = format!("SELECT {TURN_COLUMNS} FROM turns WHERE id = ?");
+/// One turn, with `columns` (`TURN_COLUMNS` or `TURN_SUMMARY_COLUMNS`).
+async fn fetch_turn(
+    tx: &mut Tx,
+    turn_id: &str,
+    columns: &str,
+) -> Result<Option<TurnRecord>, sqlx::Error> {
+    let sql = format!("SELECT {columns} FROM turns WHERE id = ?");
     sqlx::query(&sql)
         .bind(turn_id)
         .fetch_optional(&mut *tx)

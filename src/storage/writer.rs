@@ -12,7 +12,7 @@ use std::any::Any;
 
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::{Executor, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 /// The most writes one transaction carries.
@@ -114,8 +114,9 @@ async fn run(
     durable: bool,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // The connection's current `synchronous` setting: FULL when it was opened durable.
-    let mut syncing = durable;
+    // The connection's current `synchronous` setting (FULL when it was opened durable);
+    // `None` after a failed switch, so the next batch sets it again.
+    let mut syncing = Some(durable);
     let mut stop = None;
     while let Some(first) = queue.recv().await {
         match first {
@@ -130,20 +131,19 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            // A batch that only holds deferred writes commits without an fsync.
+            // A batch that only holds deferred writes commits without an fsync. The switch
+            // rides in the same call as BEGIN: one round trip to SQLite's thread, not two.
             let want = durable && batch.iter().any(|job| job.sync);
-            if want != syncing {
-                let pragma = if want {
-                    "PRAGMA synchronous = FULL"
-                } else {
-                    "PRAGMA synchronous = NORMAL"
-                };
-                match sqlx::query(pragma).execute(&mut *connection).await {
-                    Ok(_) => syncing = want,
-                    Err(e) => tracing::warn!(error = %e, "could not switch synchronous mode"),
-                }
-            }
-            commit_batch(&mut connection, &mut batch).await;
+            let begin = match (syncing == Some(want), want) {
+                (true, _) => "BEGIN IMMEDIATE",
+                (false, true) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+                (false, false) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+            };
+            syncing = if commit_batch(&mut connection, &mut batch, begin).await {
+                Some(want)
+            } else {
+                None
+            };
         }
         if stop.is_some() {
             break;
@@ -163,22 +163,33 @@ async fn run(
     }
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
+/// Runs one batch in one transaction opened by `begin`. Returns false when `begin` itself
+/// failed (the batch was then opened by a plain BEGIN, or refused).
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Job>,
+    begin: &'static str,
+) -> bool {
     // BEGIN IMMEDIATE takes the write lock up front (waiting on other processes for the
     // busy timeout), so no statement of the batch can fail to upgrade a read lock.
-    let mut begun = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
+    // A plain string is executed unprepared, all its statements in one call.
+    let mut begun = conn.execute(begin).await.map(|_| ());
+    let as_asked = begun.is_ok();
     if begun.is_err() {
         // A transaction left open by a failed ROLLBACK would refuse every later batch:
         // close it and try once more.
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        begun = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
+        begun = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map(|_| ());
     }
     if let Err(e) = begun {
         let message = e.to_string();
         for job in batch.drain(..) {
             let _ = job.reply.send(Err(sqlx::Error::Protocol(message.clone())));
         }
-        return;
+        return as_asked;
     }
     if batch.len() == 1 {
         // Alone in its transaction, a write needs no savepoint: its failure rolls back the
@@ -194,7 +205,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
                 (output, _) => output,
             });
         }
-        return;
+        return as_asked;
     }
     let mut done = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
@@ -217,6 +228,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
             }
         }
     }
+    as_asked
 }
 
 /// Runs one operation so that its failure undoes only its own writes.
