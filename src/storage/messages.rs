@@ -8,7 +8,7 @@ use sqlx::Arguments;
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::rows::{self, MESSAGE_COLUMNS};
 use super::threads::{bump_thread, lease_state, Lease};
-use super::{Claim, Storage, Tx};
+use super::{row_in_thread, thread_of_tenant, Claim, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::MessageRecord;
@@ -63,21 +63,17 @@ impl Storage {
         thread_id: &str,
         message_id: &str,
     ) -> Result<Option<MessageRecord>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND thread_id = ? \
-                           AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
-        );
         let mut conn = self.reader().await?;
-        sqlx::query(&sql)
-            .bind(message_id)
-            .bind(thread_id)
-            .bind(thread_id)
-            .bind(tenant)
-            .fetch_optional(&mut *conn)
-            .await?
-            .as_ref()
-            .map(rows::message)
-            .transpose()
+        let table = ("messages", MESSAGE_COLUMNS);
+        row_in_thread(
+            &mut conn,
+            table,
+            rows::message,
+            tenant,
+            thread_id,
+            message_id,
+        )
+        .await
     }
 
     /// Lists a thread's messages; `None` when the thread does not exist for this tenant.
@@ -90,13 +86,7 @@ impl Storage {
         query: &PageQuery<String>,
     ) -> Result<Option<Result<Page<MessageRecord>, (&'static str, String)>>, sqlx::Error> {
         let mut conn = self.reader().await?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND tenant = ?")
-                .bind(thread_id)
-                .bind(tenant)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if exists.is_none() {
+        if !thread_of_tenant(&mut conn, tenant, thread_id).await? {
             return Ok(None);
         }
         let after = match cursor_seq(&mut conn, thread_id, query.after.as_deref()).await? {

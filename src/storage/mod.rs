@@ -136,5 +136,46 @@ impl Storage {
     }
 }
 
+/// Whether `thread_id` is a thread of `tenant`: every read of a thread's contents is
+/// scoped by tenant in SQL, never by filtering afterwards.
+async fn thread_of_tenant(
+    conn: &mut Tx,
+    tenant: &str,
+    thread_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND tenant = ?")
+            .bind(thread_id)
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(exists.is_some())
+}
+
+/// One row of `table` (`messages` or `turns`) by id, inside a thread of `tenant`.
+async fn row_in_thread<T>(
+    conn: &mut Tx,
+    (table, columns): (&str, &str),
+    map: fn(&sqlx::sqlite::SqliteRow) -> Result<T, sqlx::Error>,
+    tenant: &str,
+    thread_id: &str,
+    id: &str,
+) -> Result<Option<T>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE id = ? AND thread_id = ? \
+         AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
+    );
+    sqlx::query(&sql)
+        .bind(id)
+        .bind(thread_id)
+        .bind(thread_id)
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(map)
+        .transpose()
+}
+
 /// Shorthand for the executor type of queries run inside a write transaction.
 type Tx = SqliteConnection;

@@ -10,7 +10,7 @@ use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
 use super::rows::{self, TURN_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease};
-use super::{owner, Storage, Tx};
+use super::{owner, row_in_thread, thread_of_tenant, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, TurnRecord, UsageTotals};
@@ -313,21 +313,9 @@ impl Storage {
         thread_id: &str,
         turn_id: &str,
     ) -> Result<Option<TurnRecord>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {TURN_COLUMNS} FROM turns WHERE id = ? AND thread_id = ? \
-                           AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
-        );
         let mut conn = self.reader().await?;
-        sqlx::query(&sql)
-            .bind(turn_id)
-            .bind(thread_id)
-            .bind(thread_id)
-            .bind(tenant)
-            .fetch_optional(&mut *conn)
-            .await?
-            .as_ref()
-            .map(rows::turn)
-            .transpose()
+        let table = ("turns", TURN_COLUMNS);
+        row_in_thread(&mut conn, table, rows::turn, tenant, thread_id, turn_id).await
     }
 
     /// The assistant message a completed turn produced.
@@ -364,13 +352,7 @@ impl Storage {
         query: &PageQuery<String>,
     ) -> Result<Option<Page<(TurnRecord, Option<MessageRecord>)>>, sqlx::Error> {
         let mut conn = self.reader().await?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND tenant = ?")
-                .bind(thread_id)
-                .bind(tenant)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if exists.is_none() {
+        if !thread_of_tenant(&mut conn, tenant, thread_id).await? {
             return Ok(None);
         }
         let mut sql = format!("SELECT {TURN_SUMMARY_COLUMNS} FROM turns WHERE thread_id = ?");
