@@ -87,7 +87,9 @@ fn number(in_range: bool) -> impl Strategy<Value = String> {
             prop::option::of((
                 prop::sample::select(vec!["e", "E"]),
                 prop::sample::select(vec!["", "+", "-"]),
-                0u32..300
+                // With up to 10 integer digits, e+290 stays inside f64 (found in CI: e299 did
+                // not); out-of-range numbers come from the list above.
+                0u32..290
             )),
         )
             .prop_map(|(int, frac, exp)| {
@@ -650,9 +652,11 @@ proptest! {
         fragments in prop::collection::vec(fragment(Flavor { exotic: false }), 1..12),
     ) {
         let merged = merge(&fragments).unwrap();
-        let value: Value = serde_json::from_str(&merged)
+        // Checked as raw JSON, as the service reads it: a number beyond f64 (`1e400`) is
+        // valid JSON that a `Value` refuses, and the merger must keep it as it came.
+        let blocks: Vec<&RawValue> = serde_json::from_str(&merged)
             .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {merged}")))?;
-        prop_assert!(value.is_array());
+        prop_assert!(!blocks.is_empty());
     }
 
     #[test]
@@ -660,11 +664,24 @@ proptest! {
         fragments in prop::collection::vec(object_fragment(Flavor { exotic: false }), 1..12),
     ) {
         let merged = merge(&fragments).unwrap();
-        let blocks: Vec<Value> = serde_json::from_str(&merged).unwrap();
+        let blocks: Vec<&RawValue> = serde_json::from_str(&merged).unwrap();
         for block in &blocks {
-            prop_assert!(block.is_object(), "a fragment object became {} in {}", block, merged);
+            prop_assert!(
+                block.get().starts_with('{'),
+                "a fragment object became {} in {}",
+                block.get(),
+                merged
+            );
         }
     }
+}
+
+/// Found in CI by `merger_output_parses_whenever_its_input_does`: a number beyond f64 is
+/// kept byte for byte.
+#[test]
+fn merger_keeps_numbers_beyond_f64_as_they_came() {
+    let merged = merge(&[r#"{"":{"":1797693135e299}}"#.into()]);
+    assert_eq!(merged.as_deref(), Some(r#"[{"":{"":1797693135e299}}]"#));
 }
 
 /// Found by `merger_keeps_every_object_an_object`; kept as a fixed example.
