@@ -389,34 +389,6 @@ async fn sqlite_synchronous_normal_is_accepted_and_committed_turns_survive_sigki
 
     // Anything but full or normal is refused at start (bounded: a serve that accepted it
     // would run forever).
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--database-url",
-            &app.db_url,
-        ])
-        .args(["--sqlite-synchronous", "off"])
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut exited = None;
-    for _ in 0..100 {
-        exited = child.try_wait().unwrap();
-        if exited.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if exited.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("serve accepted --sqlite-synchronous off");
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("sqlite-synchronous"));
+    let stderr = serve_refusing(&["--sqlite-synchronous", "off"]).await;
+    assert!(stderr.contains("sqlite-synchronous"), "{stderr}");
 }

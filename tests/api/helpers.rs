@@ -29,6 +29,58 @@ pub const TEST_KEY: &str = "sk-or-test-key";
 pub const DEFAULT_MODEL: &str = "deepseek/deepseek-v3.2-exp";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Configuration the environment could carry into a child process; every test sets its own.
+pub const AMBIENT_ENV: [&str; 14] = [
+    "OPENROUTER_API_KEY",
+    "OPENROUTER_BASE_URL",
+    "THREADKEEPER_BIND",
+    "THREADKEEPER_DATABASE_URL",
+    "THREADKEEPER_DEFAULT_MODEL",
+    "THREADKEEPER_DEFAULT_REASONING",
+    "THREADKEEPER_UPSTREAM_TIMEOUT",
+    "THREADKEEPER_MAX_BODY",
+    "THREADKEEPER_UPSTREAM_ATTEMPTS",
+    "THREADKEEPER_LOG_FORMAT",
+    "THREADKEEPER_SHUTDOWN_GRACE",
+    "THREADKEEPER_SQLITE_SYNCHRONOUS",
+    "THREADKEEPER_ALLOW_UNAUTHENTICATED",
+    "THREADKEEPER_RATE_LIMIT_PER_MINUTE",
+];
+
+/// Runs `serve` on a fresh database with `extra` flags, expecting it to refuse to start;
+/// returns its stderr. Bounded: a serve that wrongly accepts the flags would run forever.
+pub async fn serve_refusing(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_threadkeeper"));
+    command
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            &db_url_in(dir.path()),
+        ])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for var in AMBIENT_ENV {
+        command.env_remove(var);
+    }
+    let mut child = command.spawn().expect("spawn serve");
+    for _ in 0..100 {
+        if child.try_wait().expect("try_wait").is_some() {
+            let out = child.wait_with_output().expect("serve output");
+            assert!(!out.status.success(), "serve accepted {extra:?}");
+            return String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve accepted {extra:?} and kept running");
+}
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to start one test's service and fake upstream.
@@ -104,20 +156,7 @@ impl Service {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // Ambient configuration must not leak into a test.
-        for var in [
-            "OPENROUTER_API_KEY",
-            "OPENROUTER_BASE_URL",
-            "THREADKEEPER_BIND",
-            "THREADKEEPER_DATABASE_URL",
-            "THREADKEEPER_DEFAULT_MODEL",
-            "THREADKEEPER_DEFAULT_REASONING",
-            "THREADKEEPER_UPSTREAM_TIMEOUT",
-            "THREADKEEPER_MAX_BODY",
-            "THREADKEEPER_UPSTREAM_ATTEMPTS",
-            "THREADKEEPER_LOG_FORMAT",
-            "THREADKEEPER_SHUTDOWN_GRACE",
-            "THREADKEEPER_SQLITE_SYNCHRONOUS",
-        ] {
+        for var in AMBIENT_ENV {
             command.env_remove(var);
         }
         if let Some(key) = &opts.api_key {

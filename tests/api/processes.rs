@@ -1,7 +1,7 @@
 //! Processes and durability: one turn at a time per thread (also across processes sharing a
 //! database), SIGKILL and restart, the `migrate` command, health endpoints.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use fake_openrouter::Reply;
@@ -277,39 +277,7 @@ async fn bad_flags_stop_serve_with_a_message() {
         ("--default-reasoning", "[1]"),
         ("--upstream-attempts", "0"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--database-url",
-                &db_url_in(dir.path()),
-                flag,
-                value,
-            ])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A serve that wrongly accepts the flag would run forever: bound the wait.
-        let mut status = None;
-        for _ in 0..100 {
-            status = child.try_wait().unwrap();
-            if status.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve accepted {flag} {value} and kept running");
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(!out.status.success(), "{flag} {value} accepted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = serve_refusing(&[flag, value]).await;
         assert!(
             stderr.contains(flag.trim_start_matches('-')),
             "{flag}: {stderr}"

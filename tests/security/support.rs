@@ -13,33 +13,15 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 
-use crate::helpers::{Api, Resp};
+use crate::helpers::{Api, Resp, AMBIENT_ENV};
 
 const BIN: &str = env!("CARGO_BIN_EXE_threadkeeper");
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Configuration the environment could carry into a child process; a test sets its own.
-const AMBIENT: [&str; 14] = [
-    "OPENROUTER_API_KEY",
-    "OPENROUTER_BASE_URL",
-    "THREADKEEPER_BIND",
-    "THREADKEEPER_DATABASE_URL",
-    "THREADKEEPER_DEFAULT_MODEL",
-    "THREADKEEPER_DEFAULT_REASONING",
-    "THREADKEEPER_UPSTREAM_TIMEOUT",
-    "THREADKEEPER_MAX_BODY",
-    "THREADKEEPER_UPSTREAM_ATTEMPTS",
-    "THREADKEEPER_LOG_FORMAT",
-    "THREADKEEPER_SHUTDOWN_GRACE",
-    "THREADKEEPER_SQLITE_SYNCHRONOUS",
-    "THREADKEEPER_ALLOW_UNAUTHENTICATED",
-    "THREADKEEPER_RATE_LIMIT_PER_MINUTE",
-];
-
 fn clean_command(rust_log: &str) -> Command {
     let mut command = Command::new(BIN);
-    for var in AMBIENT {
+    for var in AMBIENT_ENV {
         command.env_remove(var);
     }
     command
