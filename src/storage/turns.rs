@@ -8,7 +8,7 @@ use sqlx::Arguments;
 
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
-use super::rows::{self, TURN_COLUMNS, TURN_SUMMARY_COLUMNS};
+use super::rows::{self, MESSAGE_COLUMNS, TURN_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease};
 use super::{owner, row_in_thread, thread_of_tenant, Storage, Tx};
 use crate::domain::ids;
@@ -328,7 +328,7 @@ impl Storage {
             Some(id) => {
                 let sql = format!(
                     "SELECT {} FROM messages WHERE id = ? AND thread_id = ?",
-                    super::rows::MESSAGE_COLUMNS
+                    MESSAGE_COLUMNS
                 );
                 let mut conn = self.reader().await?;
                 sqlx::query(&sql)
@@ -361,13 +361,39 @@ impl Storage {
         let reversed = paginate(&mut sql, &mut args, "id", query)?;
         let rows = sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?;
         let turns = rows.iter().map(rows::turn).collect::<Result<Vec<_>, _>>()?;
-        drop(conn);
         let page = finish(turns, query.limit, reversed);
-        let mut items = Vec::with_capacity(page.items.len());
-        for turn in page.items {
-            let output = self.get_output(&turn).await?;
-            items.push((turn, output));
+        // The page's replies in one query, not one per turn.
+        let ids: Vec<&String> = page
+            .items
+            .iter()
+            .filter_map(|t| t.output_message_id.as_ref())
+            .collect();
+        let mut outputs = std::collections::HashMap::new();
+        if !ids.is_empty() {
+            let marks = vec!["?"; ids.len()].join(", ");
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND id IN ({marks})"
+            );
+            let mut select = sqlx::query(&sql).bind(thread_id);
+            for id in &ids {
+                select = select.bind(*id);
+            }
+            for row in select.fetch_all(&mut *conn).await? {
+                let message = rows::message(&row)?;
+                outputs.insert(message.id.clone(), message);
+            }
         }
+        let items = page
+            .items
+            .into_iter()
+            .map(|turn| {
+                let output = turn
+                    .output_message_id
+                    .as_ref()
+                    .and_then(|id| outputs.remove(id));
+                (turn, output)
+            })
+            .collect();
         Ok(Some(Page {
             items,
             has_more: page.has_more,
