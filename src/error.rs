@@ -213,14 +213,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::error!(error = %err, "database unavailable");
-                Self::Unavailable
-            }
-            _ => Self::Internal(format!("database: {err}")),
+impl From<crate::storage::Error> for ApiError {
+    fn from(err: crate::storage::Error) -> Self {
+        if err.is_unavailable() {
+            tracing::error!(error = %err, "database unavailable");
+            Self::Unavailable
+        } else {
+            Self::Internal(format!("database: {err}"))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Service keys: create, list, revoke, and the per-request lookup.
 
-use super::Storage;
+use rusqlite::params;
+
+use super::{Error, Storage};
 use crate::domain::ids;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +39,7 @@ impl Storage {
         name: &str,
         tenant: &str,
         key_sha256: &str,
-    ) -> Result<KeyRecord, sqlx::Error> {
+    ) -> Result<KeyRecord, Error> {
         let record = KeyRecord {
             id: ids::new_id(),
             name: name.to_owned(),
@@ -49,26 +51,24 @@ impl Storage {
         let key_sha256 = key_sha256.to_owned();
         let inserted = record.clone();
         self.write(move |tx| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO service_keys (id, name, tenant, key_sha256, created_at) \
-                             VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&inserted.id)
-                .bind(&inserted.name)
-                .bind(&inserted.tenant)
-                .bind(&key_sha256)
-                .bind(&inserted.created_at)
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
-            })
+            tx.prepare_cached(
+                "INSERT INTO service_keys (id, name, tenant, key_sha256, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                inserted.id,
+                inserted.name,
+                inserted.tenant,
+                key_sha256,
+                inserted.created_at,
+            ])?;
+            Ok(())
         })
         .await?;
         Ok(record)
     }
 
-    pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, sqlx::Error> {
+    pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
         let mut conn = self.reader().await?;
         let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT id, name, tenant, created_at, last_used_at, revoked_at \
@@ -92,26 +92,22 @@ impl Storage {
     }
 
     /// Revokes a key at once; false when there is no such key (revoking twice is fine).
-    pub async fn revoke_key(&self, id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, Error> {
         let id = id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let done = sqlx::query(
+            let revoked = tx
+                .prepare_cached(
                     "UPDATE service_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-                )
-                .bind(ids::now())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
+                )?
+                .execute(params![ids::now(), id])?;
+            Ok(revoked == 1)
         })
         .await
     }
 
     /// Whether any key was ever created (revoked ones count: revoking every key does not
     /// reopen the service).
-    pub async fn keys_exist(&self) -> Result<bool, sqlx::Error> {
+    pub async fn keys_exist(&self) -> Result<bool, Error> {
         let mut conn = self.reader().await?;
         let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM service_keys LIMIT 1")
             .fetch_optional(&mut *conn)
@@ -120,10 +116,7 @@ impl Storage {
     }
 
     /// The active key with this hash, if any.
-    pub async fn find_active_key(
-        &self,
-        key_sha256: &str,
-    ) -> Result<Option<ActiveKey>, sqlx::Error> {
+    pub async fn find_active_key(&self, key_sha256: &str) -> Result<Option<ActiveKey>, Error> {
         let mut conn = self.reader().await?;
         let row: Option<(String, String, String, Option<String>)> = sqlx::query_as(
             "SELECT id, tenant, key_sha256, last_used_at FROM service_keys \
@@ -140,17 +133,12 @@ impl Storage {
         }))
     }
 
-    pub async fn touch_key(&self, id: &str) -> Result<(), sqlx::Error> {
+    pub async fn touch_key(&self, id: &str) -> Result<(), Error> {
         let id = id.to_owned();
         self.write_deferred(move |tx| {
-            Box::pin(async move {
-                sqlx::query("UPDATE service_keys SET last_used_at = ? WHERE id = ?")
-                    .bind(ids::now())
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
-            })
+            tx.prepare_cached("UPDATE service_keys SET last_used_at = ? WHERE id = ?")?
+                .execute(params![ids::now(), id])?;
+            Ok(())
         })
         .await
     }

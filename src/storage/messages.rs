@@ -1,6 +1,7 @@
 //! Message operations. Messages are immutable: they are inserted, read and listed, and only
 //! deleting their thread removes them.
 
+use rusqlite::params;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
@@ -8,7 +9,7 @@ use sqlx::Arguments;
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::rows::{self, MESSAGE_COLUMNS};
 use super::threads::{bump_thread, lease_state, Lease};
-use super::{row_in_thread, thread_of_tenant, Claim, Storage, Tx};
+use super::{row_in_thread, thread_of_tenant, Claim, Error, ReadConn, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::MessageRecord;
@@ -31,28 +32,21 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         messages: &[NewMessage],
-    ) -> Result<Claim<Vec<MessageRecord>>, sqlx::Error> {
+    ) -> Result<Claim<Vec<MessageRecord>>, Error> {
         let now = ids::now();
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         let messages = messages.to_vec();
         self.write(move |tx| {
-            Box::pin(async move {
-                let tenant = tenant.as_str();
-                let thread_id = thread_id.as_str();
-                let messages = messages.as_slice();
-                let (lease, count) =
-                    lease_state(&mut *tx, tenant, thread_id, ids::now_millis()).await?;
-                match lease {
-                    Lease::Missing => return Ok(Claim::NotFound),
-                    Lease::Held => return Ok(Claim::Busy),
-                    Lease::Free | Lease::Expired(_) => {}
-                }
-                let stored =
-                    insert_messages(&mut *tx, thread_id, count, messages, None, &now).await?;
-                bump_thread(&mut *tx, thread_id, &stored, &now).await?;
-                Ok(Claim::Done(stored))
-            })
+            let (lease, count) = lease_state(tx, &tenant, &thread_id, ids::now_millis())?;
+            match lease {
+                Lease::Missing => return Ok(Claim::NotFound),
+                Lease::Held => return Ok(Claim::Busy),
+                Lease::Free | Lease::Expired(_) => {}
+            }
+            let stored = insert_messages(tx, &thread_id, count, &messages, None, &now)?;
+            bump_thread(tx, &thread_id, &stored, &now)?;
+            Ok(Claim::Done(stored))
         })
         .await
     }
@@ -62,7 +56,7 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         message_id: &str,
-    ) -> Result<Option<MessageRecord>, sqlx::Error> {
+    ) -> Result<Option<MessageRecord>, Error> {
         let mut conn = self.reader().await?;
         let table = ("messages", MESSAGE_COLUMNS);
         row_in_thread(
@@ -84,7 +78,7 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         query: &PageQuery<String>,
-    ) -> Result<Option<Result<Page<MessageRecord>, (&'static str, String)>>, sqlx::Error> {
+    ) -> Result<Option<Result<Page<MessageRecord>, (&'static str, String)>>, Error> {
         let mut conn = self.reader().await?;
         if !thread_of_tenant(&mut conn, tenant, thread_id).await? {
             return Ok(None);
@@ -116,10 +110,7 @@ impl Storage {
     }
 
     /// Every message of a thread in `seq` order: one query, for the context rebuild.
-    pub async fn context_messages(
-        &self,
-        thread_id: &str,
-    ) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    pub async fn context_messages(&self, thread_id: &str) -> Result<Vec<MessageRecord>, Error> {
         let sql =
             format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY seq");
         let mut conn = self.reader().await?;
@@ -133,10 +124,10 @@ impl Storage {
 
 /// A message-id cursor resolved to its `seq`; `Err(id)` when it is not in this thread.
 async fn cursor_seq(
-    conn: &mut Tx,
+    conn: &mut ReadConn,
     thread_id: &str,
     cursor: Option<&str>,
-) -> Result<Result<Option<i64>, String>, sqlx::Error> {
+) -> Result<Result<Option<i64>, String>, Error> {
     let Some(id) = cursor else {
         return Ok(Ok(None));
     };
@@ -151,14 +142,14 @@ async fn cursor_seq(
 
 /// Inserts client messages after seq `last_seq`, stamped with `turn_id` when they are a
 /// turn's input.
-pub(super) async fn insert_messages(
-    tx: &mut Tx,
+pub(super) fn insert_messages(
+    tx: &Tx,
     thread_id: &str,
     last_seq: i64,
     messages: &[NewMessage],
     turn_id: Option<&str>,
     now: &str,
-) -> Result<Vec<MessageRecord>, sqlx::Error> {
+) -> Result<Vec<MessageRecord>, Error> {
     let mut stored = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let record = MessageRecord {
@@ -183,38 +174,41 @@ pub(super) async fn insert_messages(
             requested_model: m.model.clone(),
             ..Default::default()
         };
-        insert_message(tx, &record).await?;
+        insert_message(tx, &record)?;
         stored.push(record);
     }
     Ok(stored)
 }
 
-pub(super) async fn insert_message(tx: &mut Tx, m: &MessageRecord) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO messages (id, thread_id, seq, role, content, name, tool_calls, tool_call_id, \
-                 reasoning, reasoning_details, reasoning_details_sha256, turn_id, created_at, model, \
-                 requested_model, provider, generation_id, finish_reason, native_finish_reason, usage) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(&m.id)
-        .bind(&m.thread_id)
-        .bind(m.seq)
-        .bind(&m.role)
-        .bind(&m.content)
-        .bind(&m.name)
-        .bind(&m.tool_calls)
-        .bind(&m.tool_call_id)
-        .bind(&m.reasoning)
-        .bind(&m.reasoning_details)
-        .bind(&m.reasoning_details_sha256)
-        .bind(&m.turn_id)
-        .bind(&m.created_at)
-        .bind(&m.model)
-        .bind(&m.requested_model)
-        .bind(&m.provider)
-        .bind(&m.generation_id)
-        .bind(&m.finish_reason)
-        .bind(&m.native_finish_reason)
-        .bind(&m.usage)
-        .execute(&mut *tx)
-        .await?;
+pub(super) fn insert_message(tx: &Tx, m: &MessageRecord) -> Result<(), Error> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_calls, \
+         tool_call_id, reasoning, reasoning_details, reasoning_details_sha256, turn_id, \
+         created_at, model, requested_model, provider, generation_id, finish_reason, \
+         native_finish_reason, usage) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        m.id,
+        m.thread_id,
+        m.seq,
+        m.role,
+        m.content,
+        m.name,
+        m.tool_calls,
+        m.tool_call_id,
+        m.reasoning,
+        m.reasoning_details,
+        m.reasoning_details_sha256,
+        m.turn_id,
+        m.created_at,
+        m.model,
+        m.requested_model,
+        m.provider,
+        m.generation_id,
+        m.finish_reason,
+        m.native_finish_reason,
+        m.usage,
+    ])?;
     Ok(())
 }

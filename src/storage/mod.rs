@@ -22,12 +22,11 @@ mod writer;
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::{ConnectOptions, Sqlite, SqliteConnection};
 
 pub use keys::{ActiveKey, KeyRecord};
 pub use lists::{Order, Page, PageQuery};
@@ -35,6 +34,43 @@ pub use messages::sha256_hex;
 pub use turns::{BeginTurn, Begun, TurnOutcome};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A storage failure. Callers mostly pass it on; `error.rs` maps it to the contract's
+/// `unavailable` (the database cannot be reached or the writer has stopped) or to an
+/// internal error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Read(#[from] sqlx::Error),
+    #[error(transparent)]
+    Write(#[from] rusqlite::Error),
+    #[error("the storage writer has stopped")]
+    Closed,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The database could not be reached, rather than refusing or failing one operation.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Read(e) => matches!(
+                e,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            ),
+            Self::Write(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+            ),
+            Self::Write(_) | Self::Internal(_) => false,
+            Self::Closed => true,
+        }
+    }
+}
 
 /// The outcome of an operation on a thread that may be missing or held by a running turn.
 #[derive(Debug)]
@@ -46,7 +82,6 @@ pub enum Claim<T> {
 
 #[derive(Clone)]
 pub struct Storage {
-    write: SqlitePool,
     writer: writer::Writer,
     read: SqlitePool,
     /// This process, as named in the leases it takes.
@@ -55,7 +90,7 @@ pub struct Storage {
 
 impl Storage {
     /// Opens (creating if missing) the database and applies pending migrations.
-    pub async fn connect(url: &str, durable: bool) -> Result<Self, sqlx::Error> {
+    pub async fn connect(url: &str, durable: bool) -> Result<Self, Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -66,25 +101,23 @@ impl Storage {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
+        if url.contains(":memory:") {
+            // Each in-memory connection is its own database: the readers would never see
+            // what the writer stored, and everything would vanish on exit.
+            return Err(Error::Internal(
+                "an in-memory database is not supported: give a file, e.g. sqlite://threadkeeper.db".into(),
+            ));
+        }
+        let mut write = options.connect().await?;
+        MIGRATOR.run(&mut write).await.map_err(sqlx::Error::from)?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(options.read_only(true))
             .await?;
-        MIGRATOR.run(&write).await?;
-        let read = if url.contains(":memory:") {
-            // Each in-memory connection is its own database: share the one writer.
-            write.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options.read_only(true))
-                .await?
-        };
-        let writer = writer::Writer::start(write.acquire().await?, durable);
+        let writer = writer::Writer::start(write, durable)
+            .map_err(|e| Error::Internal(format!("starting the writer thread: {e}")))?;
         Ok(Self {
-            write,
             writer,
             read,
             owner: owner::current().into(),
@@ -92,7 +125,7 @@ impl Storage {
     }
 
     /// Applies migrations only (the `migrate` command).
-    pub async fn migrate(url: &str) -> Result<(), sqlx::Error> {
+    pub async fn migrate(url: &str) -> Result<(), Error> {
         let storage = Self::connect(url, true).await?;
         storage.close().await;
         Ok(())
@@ -101,32 +134,29 @@ impl Storage {
     pub async fn close(&self) {
         self.writer.stop().await;
         self.read.close().await;
-        self.write.close().await;
     }
 
     /// Readiness: the database answers a query.
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.read)
-            .await
-            .map(|_| ())
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
     }
 
     /// A write that is answered before it is fsynced (see `Writer::write_deferred`).
-    async fn write_deferred<T, F>(&self, operation: F) -> Result<T, sqlx::Error>
+    async fn write_deferred<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send + 'static,
+        F: FnOnce(&Tx) -> Result<T, Error> + Send + 'static,
     {
         self.writer.write_deferred(operation).await
     }
 
     /// Runs a write operation in the writer's next batch (group commit); returns once the
     /// batch's transaction is durable.
-    async fn write<T, F>(&self, operation: F) -> Result<T, sqlx::Error>
+    async fn write<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send + 'static,
+        F: FnOnce(&Tx) -> Result<T, Error> + Send + 'static,
     {
         self.writer.write(operation).await
     }
@@ -139,10 +169,10 @@ impl Storage {
 /// Whether `thread_id` is a thread of `tenant`: every read of a thread's contents is
 /// scoped by tenant in SQL, never by filtering afterwards.
 async fn thread_of_tenant(
-    conn: &mut Tx,
+    conn: &mut ReadConn,
     tenant: &str,
     thread_id: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Error> {
     let exists: Option<i64> =
         sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND tenant = ?")
             .bind(thread_id)
@@ -154,13 +184,13 @@ async fn thread_of_tenant(
 
 /// One row of `table` (`messages` or `turns`) by id, inside a thread of `tenant`.
 async fn row_in_thread<T>(
-    conn: &mut Tx,
+    conn: &mut ReadConn,
     (table, columns): (&str, &str),
-    map: fn(&sqlx::sqlite::SqliteRow) -> Result<T, sqlx::Error>,
+    map: fn(&sqlx::sqlite::SqliteRow) -> Result<T, Error>,
     tenant: &str,
     thread_id: &str,
     id: &str,
-) -> Result<Option<T>, sqlx::Error> {
+) -> Result<Option<T>, Error> {
     let sql = format!(
         "SELECT {columns} FROM {table} WHERE id = ? AND thread_id = ? \
          AND thread_id IN (SELECT id FROM threads WHERE id = ? AND tenant = ?)"
@@ -177,5 +207,9 @@ async fn row_in_thread<T>(
         .transpose()
 }
 
-/// Shorthand for the executor type of queries run inside a write transaction.
-type Tx = SqliteConnection;
+/// A read connection (sqlx).
+type ReadConn = SqliteConnection;
+
+/// The connection write operations run on, inside the writer's transaction (rusqlite on
+/// the writer thread).
+type Tx = rusqlite::Connection;

@@ -1,38 +1,66 @@
-//! Row mapping: the column lists every SELECT uses and their conversion into records.
+//! Row mapping: the column lists every SELECT uses and their conversion into records, for
+//! rows read through sqlx (the read pool) and through rusqlite (the writer) alike.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{Row, Sqlite};
 
+use super::Error;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
+
+/// A column value both drivers decode.
+pub(super) trait Column:
+    for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite> + rusqlite::types::FromSql
+{
+}
+
+/// A result row, by column name.
+pub(super) trait Columns {
+    fn get<T: Column>(&self, name: &str) -> Result<T, Error>;
+}
+
+impl Columns for SqliteRow {
+    fn get<T: Column>(&self, name: &str) -> Result<T, Error> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn get<T: Column>(&self, name: &str) -> Result<T, Error> {
+        Ok(rusqlite::Row::get(self, name)?)
+    }
+}
 
 pub(super) const THREAD_COLUMNS: &str = "id, created_at, updated_at, metadata, model, system, \
      reasoning, reasoning_replay, params, message_count, last_message_id, usage_reports, \
      prompt_tokens, completion_tokens, reasoning_tokens, cost";
 
-pub(super) fn thread(row: &SqliteRow) -> Result<ThreadRecord, sqlx::Error> {
-    let metadata: String = row.try_get("metadata")?;
-    let usage_reports: i64 = row.try_get("usage_reports")?;
+pub(super) fn thread(row: &impl Columns) -> Result<ThreadRecord, Error> {
+    let metadata: String = row.get("metadata")?;
+    let usage_reports: i64 = row.get("usage_reports")?;
     Ok(ThreadRecord {
-        id: row.try_get("id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "metadata".into(),
-            source: Box::new(e),
-        })?,
-        model: row.try_get("model")?,
-        system: row.try_get("system")?,
-        reasoning: row.try_get("reasoning")?,
-        reasoning_replay: row.try_get("reasoning_replay")?,
-        params: row.try_get("params")?,
-        message_count: row.try_get("message_count")?,
-        last_message_id: row.try_get("last_message_id")?,
+        id: row.get("id")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| Error::Internal(format!("stored metadata: {e}")))?,
+        model: row.get("model")?,
+        system: row.get("system")?,
+        reasoning: row.get("reasoning")?,
+        reasoning_replay: row.get("reasoning_replay")?,
+        params: row.get("params")?,
+        message_count: row.get("message_count")?,
+        last_message_id: row.get("last_message_id")?,
         usage: if usage_reports > 0 {
             Some(UsageTotals {
-                prompt_tokens: row.try_get("prompt_tokens")?,
-                completion_tokens: row.try_get("completion_tokens")?,
-                reasoning_tokens: row.try_get("reasoning_tokens")?,
-                cost: row.try_get("cost")?,
+                prompt_tokens: row.get("prompt_tokens")?,
+                completion_tokens: row.get("completion_tokens")?,
+                reasoning_tokens: row.get("reasoning_tokens")?,
+                cost: row.get("cost")?,
             })
         } else {
             None
@@ -44,28 +72,28 @@ pub(super) const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, nam
      tool_call_id, reasoning, reasoning_details, reasoning_details_sha256, turn_id, created_at, \
      model, requested_model, provider, generation_id, finish_reason, native_finish_reason, usage";
 
-pub(super) fn message(row: &SqliteRow) -> Result<MessageRecord, sqlx::Error> {
+pub(super) fn message(row: &impl Columns) -> Result<MessageRecord, Error> {
     Ok(MessageRecord {
-        id: row.try_get("id")?,
-        thread_id: row.try_get("thread_id")?,
-        seq: row.try_get("seq")?,
-        role: row.try_get("role")?,
-        content: row.try_get("content")?,
-        name: row.try_get("name")?,
-        tool_calls: row.try_get("tool_calls")?,
-        tool_call_id: row.try_get("tool_call_id")?,
-        reasoning: row.try_get("reasoning")?,
-        reasoning_details: row.try_get("reasoning_details")?,
-        reasoning_details_sha256: row.try_get("reasoning_details_sha256")?,
-        turn_id: row.try_get("turn_id")?,
-        created_at: row.try_get("created_at")?,
-        model: row.try_get("model")?,
-        requested_model: row.try_get("requested_model")?,
-        provider: row.try_get("provider")?,
-        generation_id: row.try_get("generation_id")?,
-        finish_reason: row.try_get("finish_reason")?,
-        native_finish_reason: row.try_get("native_finish_reason")?,
-        usage: row.try_get("usage")?,
+        id: row.get("id")?,
+        thread_id: row.get("thread_id")?,
+        seq: row.get("seq")?,
+        role: row.get("role")?,
+        content: row.get("content")?,
+        name: row.get("name")?,
+        tool_calls: row.get("tool_calls")?,
+        tool_call_id: row.get("tool_call_id")?,
+        reasoning: row.get("reasoning")?,
+        reasoning_details: row.get("reasoning_details")?,
+        reasoning_details_sha256: row.get("reasoning_details_sha256")?,
+        turn_id: row.get("turn_id")?,
+        created_at: row.get("created_at")?,
+        model: row.get("model")?,
+        requested_model: row.get("requested_model")?,
+        provider: row.get("provider")?,
+        generation_id: row.get("generation_id")?,
+        finish_reason: row.get("finish_reason")?,
+        native_finish_reason: row.get("native_finish_reason")?,
+        usage: row.get("usage")?,
     })
 }
 
@@ -83,30 +111,30 @@ pub(super) const TURN_SUMMARY_COLUMNS: &str = "id, thread_id, status, input_mess
      NULL AS upstream_response, upstream_response_json, upstream_status, upstream_attempts, \
      upstream_started_at, upstream_finished_at";
 
-pub(super) fn turn(row: &SqliteRow) -> Result<TurnRecord, sqlx::Error> {
+pub(super) fn turn(row: &impl Columns) -> Result<TurnRecord, Error> {
     Ok(TurnRecord {
-        id: row.try_get("id")?,
-        thread_id: row.try_get("thread_id")?,
-        status: row.try_get("status")?,
-        input_message_ids: row.try_get("input_message_ids")?,
-        output_message_id: row.try_get("output_message_id")?,
-        model: row.try_get("model")?,
-        created_at: row.try_get("created_at")?,
-        completed_at: row.try_get("completed_at")?,
-        latency_ms: row.try_get("latency_ms")?,
-        usage: row.try_get("usage")?,
-        generation_id: row.try_get("generation_id")?,
-        error: row.try_get("error")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        request_sha256: row.try_get("request_sha256")?,
+        id: row.get("id")?,
+        thread_id: row.get("thread_id")?,
+        status: row.get("status")?,
+        input_message_ids: row.get("input_message_ids")?,
+        output_message_id: row.get("output_message_id")?,
+        model: row.get("model")?,
+        created_at: row.get("created_at")?,
+        completed_at: row.get("completed_at")?,
+        latency_ms: row.get("latency_ms")?,
+        usage: row.get("usage")?,
+        generation_id: row.get("generation_id")?,
+        error: row.get("error")?,
+        idempotency_key: row.get("idempotency_key")?,
+        request_sha256: row.get("request_sha256")?,
         audit: AuditRecord {
-            request: row.try_get("upstream_request")?,
-            response: row.try_get("upstream_response")?,
-            response_is_json: row.try_get::<i64, _>("upstream_response_json")? != 0,
-            status: row.try_get("upstream_status")?,
-            attempts: row.try_get("upstream_attempts")?,
-            started_at: row.try_get("upstream_started_at")?,
-            finished_at: row.try_get("upstream_finished_at")?,
+            request: row.get("upstream_request")?,
+            response: row.get("upstream_response")?,
+            response_is_json: row.get::<i64>("upstream_response_json")? != 0,
+            status: row.get("upstream_status")?,
+            attempts: row.get("upstream_attempts")?,
+            started_at: row.get("upstream_started_at")?,
+            finished_at: row.get("upstream_finished_at")?,
         },
     })
 }

@@ -1,12 +1,13 @@
 //! Thread operations: create (with imported history), read, list, patch, delete.
 
+use rusqlite::{params, params_from_iter, OptionalExtension};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
 
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::insert_messages;
 use super::rows::{self, THREAD_COLUMNS};
-use super::{Claim, Storage, Tx};
+use super::{Claim, Error, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::records::{MessageRecord, ThreadRecord};
 use crate::domain::thread::{Change, CreateThread, ThreadPatch};
@@ -18,42 +19,38 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         create: &CreateThread,
-    ) -> Result<ThreadRecord, sqlx::Error> {
+    ) -> Result<ThreadRecord, Error> {
         let now = ids::now();
         let metadata = serde_json::to_string(&create.metadata)
-            .map_err(|e| sqlx::Error::Protocol(format!("metadata: {e}")))?;
+            .map_err(|e| Error::Internal(format!("metadata: {e}")))?;
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         let create = create.clone();
         self.write(move |tx| {
-            Box::pin(async move {
-                let tenant = tenant.as_str();
-                let thread_id = thread_id.as_str();
-                let create = &create;
-                let s = &create.settings;
-                sqlx::query("INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, system, \
-                             reasoning, reasoning_replay, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                    .bind(thread_id)
-                    .bind(tenant)
-                    .bind(&now)
-                    .bind(&now)
-                    .bind(&metadata)
-                    .bind(&s.model)
-                    .bind(&s.system)
-                    .bind(&s.reasoning)
-                    .bind(s.reasoning_replay.map(|r| r.as_str()))
-                    .bind(&s.params)
-                    .execute(&mut *tx)
-                    .await?;
-                if !create.messages.is_empty() {
-                    let stored =
-                        insert_messages(&mut *tx, thread_id, 0, &create.messages, None, &now)
-                            .await?;
-                    bump_thread(&mut *tx, thread_id, &stored, &now).await?;
-                }
-                let thread = fetch_thread(&mut *tx, tenant, thread_id).await?;
-                thread.ok_or(sqlx::Error::RowNotFound)
-            })
+            let s = &create.settings;
+            tx.prepare_cached(
+                "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, \
+                 system, reasoning, reasoning_replay, params) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                thread_id,
+                tenant,
+                now,
+                now,
+                metadata,
+                s.model,
+                s.system,
+                s.reasoning,
+                s.reasoning_replay.map(|r| r.as_str()),
+                s.params,
+            ])?;
+            if !create.messages.is_empty() {
+                let stored = insert_messages(tx, &thread_id, 0, &create.messages, None, &now)?;
+                bump_thread(tx, &thread_id, &stored, &now)?;
+            }
+            fetch_thread(tx, &tenant, &thread_id)?
+                .ok_or_else(|| Error::Internal("the new thread was not stored".into()))
         })
         .await
     }
@@ -62,9 +59,17 @@ impl Storage {
         &self,
         tenant: &str,
         thread_id: &str,
-    ) -> Result<Option<ThreadRecord>, sqlx::Error> {
+    ) -> Result<Option<ThreadRecord>, Error> {
+        let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND tenant = ?");
         let mut conn = self.reader().await?;
-        fetch_thread(&mut conn, tenant, thread_id).await
+        sqlx::query(&sql)
+            .bind(thread_id)
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?
+            .as_ref()
+            .map(rows::thread)
+            .transpose()
     }
 
     /// A thread as a turn starts, and whether a live turn holds it: a read that lets a
@@ -74,7 +79,7 @@ impl Storage {
         &self,
         tenant: &str,
         thread_id: &str,
-    ) -> Result<Option<(ThreadRecord, bool)>, sqlx::Error> {
+    ) -> Result<Option<(ThreadRecord, bool)>, Error> {
         let sql = format!(
             "SELECT {THREAD_COLUMNS}, lease_turn_id, lease_expires_at, lease_owner \
              FROM threads WHERE id = ? AND tenant = ?"
@@ -103,7 +108,7 @@ impl Storage {
         &self,
         tenant: &str,
         query: &PageQuery<String>,
-    ) -> Result<Page<ThreadRecord>, sqlx::Error> {
+    ) -> Result<Page<ThreadRecord>, Error> {
         let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?");
         let mut args = SqliteArguments::default();
         args.add(tenant).map_err(sqlx::Error::Encode)?;
@@ -122,21 +127,20 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         patch: &ThreadPatch,
-    ) -> Result<Option<ThreadRecord>, sqlx::Error> {
+    ) -> Result<Option<ThreadRecord>, Error> {
         let mut sets = vec!["updated_at = ?"];
-        let mut args = SqliteArguments::default();
-        args.add(ids::now()).map_err(sqlx::Error::Encode)?;
-        let mut set = |column: &'static str, value: Option<String>| -> Result<(), sqlx::Error> {
+        let mut values: Vec<Option<String>> = vec![Some(ids::now())];
+        let mut set = |column: &'static str, value: Option<String>| {
             sets.push(column);
-            args.add(value).map_err(sqlx::Error::Encode)
+            values.push(value);
         };
         match &patch.metadata {
             Change::Keep => {}
-            Change::Clear => set("metadata = ?", Some("{}".into()))?,
+            Change::Clear => set("metadata = ?", Some("{}".into())),
             Change::Set(m) => set(
                 "metadata = ?",
-                Some(serde_json::to_string(m).map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
-            )?,
+                Some(serde_json::to_string(m).map_err(|e| Error::Internal(e.to_string()))?),
+            ),
         }
         for (column, change) in [
             ("model = ?", &patch.model),
@@ -146,107 +150,73 @@ impl Storage {
         ] {
             match change {
                 Change::Keep => {}
-                Change::Clear => set(column, None)?,
-                Change::Set(v) => set(column, Some(v.clone()))?,
+                Change::Clear => set(column, None),
+                Change::Set(v) => set(column, Some(v.clone())),
             }
         }
         match patch.reasoning_replay {
             Change::Keep => {}
-            Change::Clear => set("reasoning_replay = ?", None)?,
-            Change::Set(r) => set("reasoning_replay = ?", Some(r.as_str().into()))?,
+            Change::Clear => set("reasoning_replay = ?", None),
+            Change::Set(r) => set("reasoning_replay = ?", Some(r.as_str().into())),
         }
         let sql = format!(
             "UPDATE threads SET {} WHERE id = ? AND tenant = ?",
             sets.join(", ")
         );
-        args.add(thread_id.to_owned())
-            .map_err(sqlx::Error::Encode)?;
-        args.add(tenant.to_owned()).map_err(sqlx::Error::Encode)?;
+        values.push(Some(thread_id.to_owned()));
+        values.push(Some(tenant.to_owned()));
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let tenant = tenant.as_str();
-                let thread_id = thread_id.as_str();
-                let updated = sqlx::query_with(&sql, args).execute(&mut *tx).await?;
-                if updated.rows_affected() == 0 {
-                    return Ok(None);
-                }
-                let thread = fetch_thread(&mut *tx, tenant, thread_id).await?;
-                Ok(thread)
-            })
+            if tx.execute(&sql, params_from_iter(values))? == 0 {
+                return Ok(None);
+            }
+            fetch_thread(tx, &tenant, &thread_id)
         })
         .await
     }
 
     /// Deletes a thread with its messages and turns. A thread with a turn in progress is
     /// busy: deleting it would pull the rows from under the running turn.
-    pub async fn delete_thread(
-        &self,
-        tenant: &str,
-        thread_id: &str,
-    ) -> Result<Claim<()>, sqlx::Error> {
+    pub async fn delete_thread(&self, tenant: &str, thread_id: &str) -> Result<Claim<()>, Error> {
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         self.write(move |tx| {
-            Box::pin(async move {
-                let tenant = tenant.as_str();
-                let thread_id = thread_id.as_str();
-                match lease_state(&mut *tx, tenant, thread_id, ids::now_millis())
-                    .await?
-                    .0
-                {
-                    Lease::Missing => return Ok(Claim::NotFound),
-                    Lease::Held => return Ok(Claim::Busy),
-                    Lease::Free | Lease::Expired(_) => {}
-                }
-                sqlx::query("DELETE FROM threads WHERE id = ? AND tenant = ?")
-                    .bind(thread_id)
-                    .bind(tenant)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(Claim::Done(()))
-            })
+            match lease_state(tx, &tenant, &thread_id, ids::now_millis())?.0 {
+                Lease::Missing => return Ok(Claim::NotFound),
+                Lease::Held => return Ok(Claim::Busy),
+                Lease::Free | Lease::Expired(_) => {}
+            }
+            tx.prepare_cached("DELETE FROM threads WHERE id = ? AND tenant = ?")?
+                .execute(params![thread_id, tenant])?;
+            Ok(Claim::Done(()))
         })
         .await
     }
 }
 
-pub(super) async fn fetch_thread(
-    conn: &mut Tx,
-    tenant: &str,
-    thread_id: &str,
-) -> Result<Option<ThreadRecord>, sqlx::Error> {
+/// A thread, read inside a write transaction.
+fn fetch_thread(tx: &Tx, tenant: &str, thread_id: &str) -> Result<Option<ThreadRecord>, Error> {
     let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND tenant = ?");
-    sqlx::query(&sql)
-        .bind(thread_id)
-        .bind(tenant)
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(rows::thread)
-        .transpose()
+    let mut select = tx.prepare_cached(&sql)?;
+    let mut found = select.query(params![thread_id, tenant])?;
+    found.next()?.map(rows::thread).transpose()
 }
 
 /// Records newly stored messages on their thread: count (= last seq), last id, update time.
-pub(super) async fn bump_thread(
-    tx: &mut Tx,
+pub(super) fn bump_thread(
+    tx: &Tx,
     thread_id: &str,
     stored: &[MessageRecord],
     now: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     let Some(last) = stored.last() else {
         return Ok(());
     };
-    sqlx::query(
+    tx.prepare_cached(
         "UPDATE threads SET message_count = ?, last_message_id = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(last.seq)
-    .bind(&last.id)
-    .bind(now)
-    .bind(thread_id)
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute(params![last.seq, last.id, now, thread_id])?;
     Ok(())
 }
 
@@ -263,20 +233,21 @@ pub(super) enum Lease {
 type LeaseRow = (Option<String>, Option<i64>, Option<String>, i64);
 
 /// A thread's lease and its message count (= its last `seq`), read in one query.
-pub(super) async fn lease_state(
-    tx: &mut Tx,
+pub(super) fn lease_state(
+    tx: &Tx,
     tenant: &str,
     thread_id: &str,
     now_millis: i64,
-) -> Result<(Lease, i64), sqlx::Error> {
-    let row: Option<LeaseRow> = sqlx::query_as(
-        "SELECT lease_turn_id, lease_expires_at, lease_owner, message_count FROM threads \
-         WHERE id = ? AND tenant = ?",
-    )
-    .bind(thread_id)
-    .bind(tenant)
-    .fetch_optional(&mut *tx)
-    .await?;
+) -> Result<(Lease, i64), Error> {
+    let row: Option<LeaseRow> = tx
+        .prepare_cached(
+            "SELECT lease_turn_id, lease_expires_at, lease_owner, message_count FROM threads \
+             WHERE id = ? AND tenant = ?",
+        )?
+        .query_row(params![thread_id, tenant], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
     Ok(match row {
         None => (Lease::Missing, 0),
         Some((None, _, _, count)) => (Lease::Free, count),

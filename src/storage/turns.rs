@@ -3,6 +3,7 @@
 //!
 //! Each is one short write transaction; none stays open across an upstream call.
 
+use rusqlite::{params, OptionalExtension};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
 
@@ -10,7 +11,7 @@ use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
 use super::rows::{self, MESSAGE_COLUMNS, TURN_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease};
-use super::{owner, row_in_thread, thread_of_tenant, Storage, Tx};
+use super::{owner, row_in_thread, thread_of_tenant, Error, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, TurnRecord, UsageTotals};
@@ -67,113 +68,116 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         begin: BeginTurn,
-    ) -> Result<Begun, sqlx::Error> {
+    ) -> Result<Begun, Error> {
         let now = ids::now();
         let now_ms = ids::now_millis();
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         let owner = self.owner.clone();
         self.write_deferred(move |tx| {
-            Box::pin(async move {
-                let tenant = tenant.as_str();
-                let thread_id = thread_id.as_str();
-                let (lease, count) = lease_state(&mut *tx, tenant, thread_id, now_ms).await?;
-                if matches!(lease, Lease::Missing) {
-                    return Ok(Begun::NotFound);
-                }
-                // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
-                // the model again on its stored input, which is not stored a second time.
-                let mut rerun_input: Option<String> = None;
-                if let Some((key, hash)) = &begin.idempotency {
-                    let earlier: Option<(String, String, Option<String>, String)> =
-                        sqlx::query_as("SELECT id, status, request_sha256, input_message_ids FROM turns \
-                                        WHERE thread_id = ? AND idempotency_key = ?")
-                            .bind(thread_id)
-                            .bind(key)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
-                        if earlier_hash.as_deref() != Some(hash) {
-                            return Ok(Begun::KeyReused);
+            let thread_id = thread_id.as_str();
+            let (lease, count) = lease_state(tx, &tenant, thread_id, now_ms)?;
+            if matches!(lease, Lease::Missing) {
+                return Ok(Begun::NotFound);
+            }
+            // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
+            // the model again on its stored input, which is not stored a second time.
+            let mut rerun_input: Option<String> = None;
+            if let Some((key, hash)) = &begin.idempotency {
+                let earlier: Option<(String, String, Option<String>, String)> = tx
+                    .prepare_cached(
+                        "SELECT id, status, request_sha256, input_message_ids FROM turns \
+                         WHERE thread_id = ? AND idempotency_key = ?",
+                    )?
+                    .query_row(params![thread_id, key], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .optional()?;
+                if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
+                    if earlier_hash.as_deref() != Some(hash) {
+                        return Ok(Begun::KeyReused);
+                    }
+                    match status.as_str() {
+                        "in_progress" => return Ok(Begun::Busy),
+                        "completed" => {
+                            let turn =
+                                fetch_turn(tx, &earlier_id, TURN_COLUMNS)?.ok_or_else(|| {
+                                    Error::Internal("the replayed turn vanished".into())
+                                })?;
+                            return Ok(Begun::Replay(Box::new(turn)));
                         }
-                        match status.as_str() {
-                            "in_progress" => return Ok(Begun::Busy),
-                            "completed" => {
-                                let turn = fetch_turn(&mut *tx, &earlier_id, TURN_COLUMNS)
-                                    .await?
-                                    .ok_or(sqlx::Error::RowNotFound)?;
-                                return Ok(Begun::Replay(Box::new(turn)));
+                        _ => {
+                            if matches!(lease, Lease::Held) {
+                                return Ok(Begun::Busy);
                             }
-                            _ => {
-                                if matches!(lease, Lease::Held) {
-                                    return Ok(Begun::Busy);
-                                }
-                                // The key moves to the new turn; the failed one keeps its record.
-                                sqlx::query("UPDATE turns SET idempotency_key = NULL WHERE id = ?")
-                                    .bind(&earlier_id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                                rerun_input = Some(input_ids);
-                            }
+                            // The key moves to the new turn; the failed one keeps its record.
+                            tx.prepare_cached(
+                                "UPDATE turns SET idempotency_key = NULL WHERE id = ?",
+                            )?
+                            .execute([&earlier_id])?;
+                            rerun_input = Some(input_ids);
                         }
                     }
                 }
-                match lease {
-                    Lease::Missing => return Ok(Begun::NotFound),
-                    Lease::Held => return Ok(Begun::Busy),
-                    Lease::Expired(stale) => interrupt(&mut *tx, &stale, &now).await?,
-                    Lease::Free => {}
+            }
+            match lease {
+                Lease::Missing => return Ok(Begun::NotFound),
+                Lease::Held => return Ok(Begun::Busy),
+                Lease::Expired(stale) => interrupt(tx, &stale, &now)?,
+                Lease::Free => {}
+            }
+            let (input_ids, last) = match rerun_input {
+                Some(ids) => (ids, None),
+                None => {
+                    let stored = insert_messages(
+                        tx,
+                        thread_id,
+                        count,
+                        &begin.input,
+                        Some(&begin.turn_id),
+                        &now,
+                    )?;
+                    let ids =
+                        serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                    (ids, stored.last().map(|m| (m.seq, m.id.clone())))
                 }
-                let (input_ids, last) = match rerun_input {
-                    Some(ids) => (ids, None),
-                    None => {
-                        let stored = insert_messages(
-                            &mut *tx,
-                            thread_id,
-                            count,
-                            &begin.input,
-                            Some(&begin.turn_id),
-                            &now,
-                        )
-                        .await?;
-                        let ids = serde_json::to_string(
-                            &stored.iter().map(|m| &m.id).collect::<Vec<_>>(),
-                        )
-                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                        (ids, stored.last().map(|m| (m.seq, m.id.clone())))
-                    }
-                };
-                sqlx::query("INSERT INTO turns (id, thread_id, status, input_message_ids, model, created_at, \
-                             idempotency_key, request_sha256) VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?)")
-                    .bind(&begin.turn_id)
-                    .bind(thread_id)
-                    .bind(&input_ids)
-                    .bind(&begin.model)
-                    .bind(&now)
-                    .bind(begin.idempotency.as_ref().map(|(key, _)| key))
-                    .bind(begin.idempotency.as_ref().map(|(_, hash)| hash))
-                    .execute(&mut *tx)
-                    .await?;
-                // The lease, and the new messages' count and last id, in one statement.
-                sqlx::query("UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ?, \
-                             message_count = COALESCE(?, message_count), \
-                             last_message_id = COALESCE(?, last_message_id), \
-                             updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END \
-                             WHERE id = ?")
-                    .bind(&begin.turn_id)
-                    .bind(now_ms + begin.lease_ttl_ms)
-                    .bind(&*owner)
-                    .bind(last.as_ref().map(|(seq, _)| *seq))
-                    .bind(last.as_ref().map(|(_, id)| id))
-                    .bind(last.as_ref().map(|(_, id)| id))
-                    .bind(&now)
-                    .bind(thread_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let input_message_ids = serde_json::from_str(&input_ids)
-                    .map_err(|e| sqlx::Error::Protocol(format!("input_message_ids: {e}")))?;
-                Ok(Begun::Started { input_message_ids })
-            })
+            };
+            tx.prepare_cached(
+                "INSERT INTO turns (id, thread_id, status, input_message_ids, model, \
+                 created_at, idempotency_key, request_sha256) \
+                 VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                begin.turn_id,
+                thread_id,
+                input_ids,
+                begin.model,
+                now,
+                begin.idempotency.as_ref().map(|(key, _)| key),
+                begin.idempotency.as_ref().map(|(_, hash)| hash),
+            ])?;
+            // The lease, and the new messages' count and last id, in one statement.
+            tx.prepare_cached(
+                "UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ?, \
+                 message_count = COALESCE(?, message_count), \
+                 last_message_id = COALESCE(?, last_message_id), \
+                 updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END \
+                 WHERE id = ?",
+            )?
+            .execute(params![
+                begin.turn_id,
+                now_ms + begin.lease_ttl_ms,
+                &*owner,
+                last.as_ref().map(|(seq, _)| *seq),
+                last.as_ref().map(|(_, id)| id),
+                last.as_ref().map(|(_, id)| id),
+                now,
+                thread_id,
+            ])?;
+            let input_message_ids = serde_json::from_str(&input_ids)
+                .map_err(|e| Error::Internal(format!("input_message_ids: {e}")))?;
+            Ok(Begun::Started { input_message_ids })
         })
         .await
     }
@@ -184,23 +188,16 @@ impl Storage {
         thread_id: &str,
         turn_id: &str,
         ttl_ms: i64,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, Error> {
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
         self.write_deferred(move |tx| {
-            Box::pin(async move {
-                let thread_id = thread_id.as_str();
-                let turn_id = turn_id.as_str();
-                let done = sqlx::query(
+            let renewed = tx
+                .prepare_cached(
                     "UPDATE threads SET lease_expires_at = ? WHERE id = ? AND lease_turn_id = ?",
-                )
-                .bind(ids::now_millis() + ttl_ms)
-                .bind(thread_id)
-                .bind(turn_id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
+                )?
+                .execute(params![ids::now_millis() + ttl_ms, thread_id, turn_id])?;
+            Ok(renewed == 1)
         })
         .await
     }
@@ -215,94 +212,101 @@ impl Storage {
         outcome: TurnOutcome,
         audit: &AuditRecord,
         latency_ms: i64,
-    ) -> Result<Option<(TurnRecord, Option<MessageRecord>)>, sqlx::Error> {
+    ) -> Result<Option<(TurnRecord, Option<MessageRecord>)>, Error> {
         let now = ids::now();
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
         let audit = audit.clone();
         self.write(move |tx| {
-            Box::pin(async move {
-                let thread_id = thread_id.as_str();
-                let turn_id = turn_id.as_str();
-                let audit = &audit;
-                // The turn's state and its thread's message count, in one read.
-                let row: Option<(String, i64)> = sqlx::query_as(
+            let turn_id = turn_id.as_str();
+            // The turn's state and its thread's message count, in one read.
+            let row: Option<(String, i64)> = tx
+                .prepare_cached(
                     "SELECT t.status, h.message_count FROM turns t \
                      JOIN threads h ON h.id = t.thread_id WHERE t.id = ?",
-                )
-                .bind(turn_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(("in_progress", count)) = row.as_ref().map(|(s, c)| (s.as_str(), *c))
-                else {
-                    return Ok(None);
-                };
-                let (status, error, output, usage, generation_id, totals) = match outcome {
-                    TurnOutcome::Completed {
-                        mut message,
+                )?
+                .query_row([turn_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some(("in_progress", count)) = row.as_ref().map(|(s, c)| (s.as_str(), *c)) else {
+                return Ok(None);
+            };
+            let (status, error, output, usage, generation_id, totals) = match outcome {
+                TurnOutcome::Completed {
+                    mut message,
+                    usage,
+                    totals,
+                    generation_id,
+                } => {
+                    message.seq = count + 1;
+                    insert_message(tx, &message)?;
+                    (
+                        "completed",
+                        None,
+                        Some(*message),
                         usage,
-                        totals,
                         generation_id,
-                    } => {
-                        message.seq = count + 1;
-                        insert_message(&mut *tx, &message).await?;
-                        ("completed", None, Some(*message), usage, generation_id, totals)
-                    }
-                    TurnOutcome::Failed { error } => ("failed", Some(error), None, None, None, None),
-                };
-                sqlx::query("UPDATE turns SET status = ?, error = ?, output_message_id = ?, usage = ?, \
-                             generation_id = ?, completed_at = ?, latency_ms = ?, upstream_request = ?, \
-                             upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
-                             upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? \
-                             WHERE id = ?")
-                    .bind(status)
-                    .bind(&error)
-                    .bind(output.as_ref().map(|m| &m.id))
-                    .bind(&usage)
-                    .bind(&generation_id)
-                    .bind(&now)
-                    .bind(latency_ms)
-                    .bind(&audit.request)
-                    .bind(&audit.response)
-                    .bind(i64::from(audit.response_is_json))
-                    .bind(audit.status)
-                    .bind(audit.attempts)
-                    .bind(&audit.started_at)
-                    .bind(&audit.finished_at)
-                    .bind(turn_id)
-                    .execute(&mut *tx)
-                    .await?;
-                // The reply's count and id, the usage totals and the lease, in one statement.
-                let t = totals.unwrap_or_default();
-                sqlx::query("UPDATE threads SET \
-                             message_count = COALESCE(?, message_count), \
-                             last_message_id = COALESCE(?, last_message_id), \
-                             updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END, \
-                             usage_reports = usage_reports + ?, prompt_tokens = prompt_tokens + ?, \
-                             completion_tokens = completion_tokens + ?, \
-                             reasoning_tokens = reasoning_tokens + ?, cost = cost + ?, \
-                             lease_turn_id = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_turn_id END, \
-                             lease_expires_at = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_expires_at END, \
-                             lease_owner = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_owner END \
-                             WHERE id = ?")
-                    .bind(output.as_ref().map(|m| m.seq))
-                    .bind(output.as_ref().map(|m| &m.id))
-                    .bind(output.as_ref().map(|m| &m.id))
-                    .bind(&now)
-                    .bind(i64::from(totals.is_some()))
-                    .bind(t.prompt_tokens)
-                    .bind(t.completion_tokens)
-                    .bind(t.reasoning_tokens)
-                    .bind(t.cost)
-                    .bind(turn_id)
-                    .bind(turn_id)
-                    .bind(turn_id)
-                    .bind(thread_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let turn = fetch_turn(&mut *tx, turn_id, TURN_SUMMARY_COLUMNS).await?;
-                Ok(turn.map(|turn| (turn, output)))
-            })
+                        totals,
+                    )
+                }
+                TurnOutcome::Failed { error } => ("failed", Some(error), None, None, None, None),
+            };
+            tx.prepare_cached(
+                "UPDATE turns SET status = ?, error = ?, output_message_id = ?, usage = ?, \
+                 generation_id = ?, completed_at = ?, latency_ms = ?, upstream_request = ?, \
+                 upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
+                 upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? \
+                 WHERE id = ?",
+            )?
+            .execute(params![
+                status,
+                error,
+                output.as_ref().map(|m| &m.id),
+                usage,
+                generation_id,
+                now,
+                latency_ms,
+                audit.request,
+                audit.response,
+                i64::from(audit.response_is_json),
+                audit.status,
+                audit.attempts,
+                audit.started_at,
+                audit.finished_at,
+                turn_id,
+            ])?;
+            // The reply's count and id, the usage totals and the lease, in one statement.
+            let t = totals.unwrap_or_default();
+            tx.prepare_cached(
+                "UPDATE threads SET \
+                 message_count = COALESCE(?, message_count), \
+                 last_message_id = COALESCE(?, last_message_id), \
+                 updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END, \
+                 usage_reports = usage_reports + ?, prompt_tokens = prompt_tokens + ?, \
+                 completion_tokens = completion_tokens + ?, \
+                 reasoning_tokens = reasoning_tokens + ?, cost = cost + ?, \
+                 lease_turn_id = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_turn_id END, \
+                 lease_expires_at = CASE WHEN lease_turn_id = ? THEN NULL \
+                                    ELSE lease_expires_at END, \
+                 lease_owner = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_owner END \
+                 WHERE id = ?",
+            )?
+            .execute(params![
+                output.as_ref().map(|m| m.seq),
+                output.as_ref().map(|m| &m.id),
+                output.as_ref().map(|m| &m.id),
+                now,
+                i64::from(totals.is_some()),
+                t.prompt_tokens,
+                t.completion_tokens,
+                t.reasoning_tokens,
+                t.cost,
+                turn_id,
+                turn_id,
+                turn_id,
+                thread_id,
+            ])?;
+            let turn = fetch_turn(tx, turn_id, TURN_SUMMARY_COLUMNS)?;
+            Ok(turn.map(|turn| (turn, output)))
         })
         .await
     }
@@ -312,17 +316,14 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         turn_id: &str,
-    ) -> Result<Option<TurnRecord>, sqlx::Error> {
+    ) -> Result<Option<TurnRecord>, Error> {
         let mut conn = self.reader().await?;
         let table = ("turns", TURN_COLUMNS);
         row_in_thread(&mut conn, table, rows::turn, tenant, thread_id, turn_id).await
     }
 
     /// The assistant message a completed turn produced.
-    pub async fn get_output(
-        &self,
-        turn: &TurnRecord,
-    ) -> Result<Option<MessageRecord>, sqlx::Error> {
+    pub async fn get_output(&self, turn: &TurnRecord) -> Result<Option<MessageRecord>, Error> {
         match &turn.output_message_id {
             None => Ok(None),
             Some(id) => {
@@ -350,7 +351,7 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         query: &PageQuery<String>,
-    ) -> Result<Option<Page<(TurnRecord, Option<MessageRecord>)>>, sqlx::Error> {
+    ) -> Result<Option<Page<(TurnRecord, Option<MessageRecord>)>>, Error> {
         let mut conn = self.reader().await?;
         if !thread_of_tenant(&mut conn, tenant, thread_id).await? {
             return Ok(None);
@@ -402,32 +403,33 @@ impl Storage {
 
     /// At start-up: turns whose process died (their lease expired, or its owner is gone)
     /// are marked `interrupted` and their threads freed. Returns how many.
-    pub async fn interrupt_abandoned_turns(&self) -> Result<u64, sqlx::Error> {
+    pub async fn interrupt_abandoned_turns(&self) -> Result<u64, Error> {
         let now = ids::now();
         let now_ms = ids::now_millis();
         self.write(move |tx| {
-            Box::pin(async move {
-                let running: Vec<RunningTurnRow> = sqlx::query_as(
+            let running = tx
+                .prepare_cached(
                     "SELECT t.id, t.thread_id, h.lease_turn_id, h.lease_expires_at, h.lease_owner \
-                                    FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
-                                    WHERE t.status = 'in_progress'",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut interrupted = 0;
-                for (turn_id, thread_id, lease_turn, expires, owner) in running {
-                    let still_held = lease_turn.as_deref() == Some(turn_id.as_str())
-                        && expires.is_some_and(|e| e > now_ms)
-                        && owner.as_deref().is_none_or(owner::is_alive);
-                    if still_held {
-                        continue; // another live process is running it
-                    }
-                    interrupt(&mut *tx, &turn_id, &now).await?;
-                    release(&mut *tx, &thread_id, &turn_id).await?;
-                    interrupted += 1;
+                     FROM turns t LEFT JOIN threads h ON h.id = t.thread_id \
+                     WHERE t.status = 'in_progress'",
+                )?
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<Vec<RunningTurnRow>, _>>()?;
+            let mut interrupted = 0;
+            for (turn_id, thread_id, lease_turn, expires, owner) in running {
+                let still_held = lease_turn.as_deref() == Some(turn_id.as_str())
+                    && expires.is_some_and(|e| e > now_ms)
+                    && owner.as_deref().is_none_or(owner::is_alive);
+                if still_held {
+                    continue; // another live process is running it
                 }
-                Ok(interrupted)
-            })
+                interrupt(tx, &turn_id, &now)?;
+                release(tx, &thread_id, &turn_id)?;
+                interrupted += 1;
+            }
+            Ok(interrupted)
         })
         .await
     }
@@ -437,43 +439,29 @@ impl Storage {
 /// expiry, lease owner.
 type RunningTurnRow = (String, String, Option<String>, Option<i64>, Option<String>);
 
-async fn interrupt(tx: &mut Tx, turn_id: &str, now: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+fn interrupt(tx: &Tx, turn_id: &str, now: &str) -> Result<(), Error> {
+    tx.prepare_cached(
         "UPDATE turns SET status = 'interrupted', error = ?, completed_at = ? \
-                 WHERE id = ? AND status = 'in_progress'",
-    )
-    .bind(INTERRUPTED_ERROR)
-    .bind(now)
-    .bind(turn_id)
-    .execute(&mut *tx)
-    .await?;
+         WHERE id = ? AND status = 'in_progress'",
+    )?
+    .execute(params![INTERRUPTED_ERROR, now, turn_id])?;
     Ok(())
 }
 
-async fn release(tx: &mut Tx, thread_id: &str, turn_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+fn release(tx: &Tx, thread_id: &str, turn_id: &str) -> Result<(), Error> {
+    tx.prepare_cached(
         "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
-                 WHERE id = ? AND lease_turn_id = ?",
-    )
-    .bind(thread_id)
-    .bind(turn_id)
-    .execute(&mut *tx)
-    .await?;
+         WHERE id = ? AND lease_turn_id = ?",
+    )?
+    .execute(params![thread_id, turn_id])?;
     Ok(())
 }
 
-/// One turn, with `columns` (`TURN_COLUMNS` or `TURN_SUMMARY_COLUMNS`).
-async fn fetch_turn(
-    tx: &mut Tx,
-    turn_id: &str,
-    columns: &str,
-) -> Result<Option<TurnRecord>, sqlx::Error> {
+/// One turn, read inside a write transaction, with `columns` (`TURN_COLUMNS` or
+/// `TURN_SUMMARY_COLUMNS`).
+fn fetch_turn(tx: &Tx, turn_id: &str, columns: &str) -> Result<Option<TurnRecord>, Error> {
     let sql = format!("SELECT {columns} FROM turns WHERE id = ?");
-    sqlx::query(&sql)
-        .bind(turn_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .as_ref()
-        .map(rows::turn)
-        .transpose()
+    let mut select = tx.prepare_cached(&sql)?;
+    let mut found = select.query([turn_id])?;
+    found.next()?.map(rows::turn).transpose()
 }

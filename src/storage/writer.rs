@@ -1,4 +1,4 @@
-//! Group commit: one writer task runs every write of this process, batching the writes of
+//! Group commit: one writer thread runs every write of this process, batching the writes of
 //! concurrent requests into one transaction, and answers each only after that transaction
 //! is durable.
 //!
@@ -7,19 +7,30 @@
 //! `MAX_BATCH`), runs each inside its own SAVEPOINT (a write that fails is rolled back alone;
 //! the others still commit), commits once, then replies to all. A write never waits for a
 //! batch to fill: an idle writer commits a lone write at once.
+//!
+//! The connection is opened by sqlx like every other (same options, migrations run on it),
+//! then its handle is taken out of sqlx's worker with `lock_handle` and driven directly
+//! through rusqlite on this thread. sqlx runs each statement as a round trip between the
+//! async task and the connection's own thread; a turn's writes are about a dozen
+//! statements, and those hand-offs were most of the service's CPU time (BENCHMARKS.md). Here
+//! a whole batch runs in one go, with prepared statements cached, on the thread that owns
+//! the connection; the only hand-offs left are one to send a write and one to answer it.
 
 use std::any::Any;
 
-use futures_util::future::BoxFuture;
-use sqlx::pool::PoolConnection;
-use sqlx::{Executor, Sqlite, SqliteConnection};
+use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
+
+use super::Error;
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 256;
 
-type Output = Result<Box<dyn Any + Send>, sqlx::Error>;
-type Operation = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Output> + Send>;
+/// Distinct statements the writer runs; all stay prepared.
+const STATEMENT_CACHE: usize = 64;
+
+type Output = Result<Box<dyn Any + Send>, Error>;
+type Operation = Box<dyn FnOnce(&rusqlite::Connection) -> Output + Send>;
 
 struct Job {
     run: Operation,
@@ -30,7 +41,7 @@ struct Job {
 
 enum Message {
     Write(Job),
-    /// Commit what is queued, give the connection back, and stop.
+    /// Commit what is queued, close the connection, and stop.
     Stop(oneshot::Sender<()>),
 }
 
@@ -40,16 +51,19 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on the one connection that writes. `durable`: the connection
+    /// Starts the writer thread on the one connection that writes. `durable`: the connection
     /// runs `synchronous=FULL` (else `NORMAL` throughout).
-    pub(super) fn start(connection: PoolConnection<Sqlite>, durable: bool) -> Self {
+    pub(super) fn start(connection: SqliteConnection, durable: bool) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(connection, queue, durable));
-        Self { jobs }
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("threadkeeper-writer".into())
+            .spawn(move || own_connection(runtime, connection, queue, durable))?;
+        Ok(Self { jobs })
     }
 
     /// Stops the writer after the writes already queued; later writes fail with
-    /// `PoolClosed`. Returns once its connection is back in the pool.
+    /// `Error::Closed`. Returns once its connection is closed.
     pub(super) async fn stop(&self) {
         let (done, stopped) = oneshot::channel();
         if self.jobs.send(Message::Stop(done)).is_ok() {
@@ -58,12 +72,10 @@ impl Writer {
     }
 
     /// Runs `operation` inside the next batch's transaction; returns once it is durable.
-    pub(super) async fn write<T, F>(&self, operation: F) -> Result<T, sqlx::Error>
+    pub(super) async fn write<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
         self.submit(operation, true).await
     }
@@ -72,53 +84,98 @@ impl Writer {
     /// the write reaches the disk with the next durable commit (WAL frames are written in
     /// order), and survives a process crash at once (it is in the OS's page cache). For
     /// writes nobody is answered about yet, such as a turn's input before its reply.
-    pub(super) async fn write_deferred<T, F>(&self, operation: F) -> Result<T, sqlx::Error>
+    pub(super) async fn write_deferred<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
         self.submit(operation, false).await
     }
 
-    async fn submit<T, F>(&self, operation: F, sync: bool) -> Result<T, sqlx::Error>
+    async fn submit<T, F>(&self, operation: F, sync: bool) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let run: Operation = Box::new(move |conn| {
-            Box::pin(async move {
-                operation(conn)
-                    .await
-                    .map(|value| Box::new(value) as Box<dyn Any + Send>)
-            })
+            operation(conn).map(|value| Box::new(value) as Box<dyn Any + Send>)
         });
         self.jobs
             .send(Message::Write(Job { run, reply, sync }))
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        let output = answer.await.map_err(|_| sqlx::Error::PoolClosed)??;
+            .map_err(|_| Error::Closed)?;
+        let output = answer.await.map_err(|_| Error::Closed)??;
         output
             .downcast::<T>()
             .map(|value| *value)
-            .map_err(|_| sqlx::Error::Protocol("writer returned an unexpected type".into()))
+            .map_err(|_| Error::Internal("the writer returned an unexpected type".into()))
     }
 }
 
-async fn run(
-    mut connection: PoolConnection<Sqlite>,
+/// The writer thread: takes the connection's handle from sqlx, runs batches until stopped,
+/// then gives the handle back and closes the connection.
+fn own_connection(
+    runtime: tokio::runtime::Handle,
+    mut connection: SqliteConnection,
     mut queue: mpsc::UnboundedReceiver<Message>,
     durable: bool,
 ) {
+    let stop = match runtime.block_on(connection.lock_handle()) {
+        Ok(mut locked) => {
+            // SAFETY: the handle stays locked out of sqlx's worker (so nothing else uses it)
+            // until `locked` is dropped, after `db`. `from_handle` does not close it.
+            match unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) } {
+                Ok(db) => {
+                    db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                    let stop = run(&db, &mut queue, durable);
+                    // Finalizes the cached statements while the handle is still ours.
+                    drop(db);
+                    stop
+                }
+                Err(e) => refuse_all(&mut queue, &e.to_string()),
+            }
+        }
+        Err(e) => refuse_all(&mut queue, &e.to_string()),
+    };
+    if let Err(e) = runtime.block_on(connection.close()) {
+        tracing::warn!(error = %e, "closing the writer's connection failed");
+    }
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+/// The writer could not start: every write is refused with `message` until the stop.
+fn refuse_all(
+    queue: &mut mpsc::UnboundedReceiver<Message>,
+    message: &str,
+) -> Option<oneshot::Sender<()>> {
+    tracing::error!(error = %message, "the storage writer could not start");
+    while let Some(next) = queue.blocking_recv() {
+        match next {
+            Message::Write(job) => {
+                let _ = job.reply.send(Err(Error::Internal(format!(
+                    "the storage writer could not start: {message}"
+                ))));
+            }
+            Message::Stop(done) => return Some(done),
+        }
+    }
+    None
+}
+
+/// Runs batches until a stop (returned) or until every sender is gone.
+fn run(
+    db: &rusqlite::Connection,
+    queue: &mut mpsc::UnboundedReceiver<Message>,
+    durable: bool,
+) -> Option<oneshot::Sender<()>> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // The connection's current `synchronous` setting (FULL when it was opened durable);
     // `None` after a failed switch, so the next batch sets it again.
     let mut syncing = Some(durable);
     let mut stop = None;
-    while let Some(first) = queue.recv().await {
+    while let Some(first) = queue.blocking_recv() {
         match first {
             Message::Write(job) => batch.push(job),
             Message::Stop(done) => stop = Some(done),
@@ -131,15 +188,14 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            // A batch that only holds deferred writes commits without an fsync. The switch
-            // rides in the same call as BEGIN: one round trip to SQLite's thread, not two.
+            // A batch that only holds deferred writes commits without an fsync.
             let want = durable && batch.iter().any(|job| job.sync);
             let begin = match (syncing == Some(want), want) {
                 (true, _) => "BEGIN IMMEDIATE",
                 (false, true) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
                 (false, false) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
             };
-            syncing = if commit_batch(&mut connection, &mut batch, begin).await {
+            syncing = if commit_batch(db, &mut batch, begin) {
                 Some(want)
             } else {
                 None
@@ -153,55 +209,46 @@ async fn run(
     // Writes that raced with the stop are refused rather than left waiting.
     while let Ok(message) = queue.try_recv() {
         if let Message::Write(job) = message {
-            let _ = job.reply.send(Err(sqlx::Error::PoolClosed));
+            let _ = job.reply.send(Err(Error::Closed));
         }
     }
-    // Returning the connection to its pool lets the pool close.
-    drop(connection);
-    if let Some(done) = stop {
-        let _ = done.send(());
-    }
+    stop
 }
 
 /// Runs one batch in one transaction opened by `begin`. Returns false when `begin` itself
 /// failed (the batch was then opened by a plain BEGIN, or refused).
-async fn commit_batch(
-    conn: &mut SqliteConnection,
-    batch: &mut Vec<Job>,
-    begin: &'static str,
-) -> bool {
+fn commit_batch(db: &rusqlite::Connection, batch: &mut Vec<Job>, begin: &str) -> bool {
     // BEGIN IMMEDIATE takes the write lock up front (waiting on other processes for the
     // busy timeout), so no statement of the batch can fail to upgrade a read lock.
-    // A plain string is executed unprepared, all its statements in one call.
-    let mut begun = conn.execute(begin).await.map(|_| ());
+    let mut begun = db.execute_batch(begin);
     let as_asked = begun.is_ok();
     if begun.is_err() {
         // A transaction left open by a failed ROLLBACK would refuse every later batch:
         // close it and try once more.
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        begun = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .map(|_| ());
+        let _ = db.execute_batch("ROLLBACK");
+        begun = db.execute_batch("BEGIN IMMEDIATE");
     }
     if let Err(e) = begun {
         let message = e.to_string();
         for job in batch.drain(..) {
-            let _ = job.reply.send(Err(sqlx::Error::Protocol(message.clone())));
+            let _ = job.reply.send(Err(Error::Internal(format!(
+                "could not open a write transaction: {message}"
+            ))));
         }
         return as_asked;
     }
     if batch.len() == 1 {
         // Alone in its transaction, a write needs no savepoint: its failure rolls back the
-        // transaction (two statements fewer on the path of an idle service).
+        // transaction.
         if let Some(job) = batch.pop() {
-            let output = (job.run)(conn).await;
+            let output = (job.run)(db);
             let end = if output.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            let ended = sqlx::query(end).execute(&mut *conn).await;
+            let ended = db.execute_batch(end);
             let _ = job.reply.send(match (output, ended) {
-                (Ok(_), Err(e)) => Err(sqlx::Error::Protocol(format!(
-                    "the write was rolled back: {e}"
-                ))),
+                (Ok(_), Err(e)) => {
+                    let _ = db.execute_batch("ROLLBACK");
+                    Err(rolled_back(&e))
+                }
                 (output, _) => output,
             });
         }
@@ -209,35 +256,36 @@ async fn commit_batch(
     }
     let mut done = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
-        let output = in_savepoint(conn, job.run).await;
+        let output = in_savepoint(db, job.run);
         done.push((job.reply, output));
     }
-    match sqlx::query("COMMIT").execute(&mut *conn).await {
-        Ok(_) => {
+    match db.execute_batch("COMMIT") {
+        Ok(()) => {
             for (reply, output) in done {
                 let _ = reply.send(output);
             }
         }
         Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            let message = e.to_string();
+            let _ = db.execute_batch("ROLLBACK");
             for (reply, _) in done {
-                let _ = reply.send(Err(sqlx::Error::Protocol(format!(
-                    "the write was rolled back: {message}"
-                ))));
+                let _ = reply.send(Err(rolled_back(&e)));
             }
         }
     }
     as_asked
 }
 
+fn rolled_back(e: &rusqlite::Error) -> Error {
+    Error::Internal(format!("the write was rolled back: {e}"))
+}
+
 /// Runs one operation so that its failure undoes only its own writes.
-async fn in_savepoint(conn: &mut SqliteConnection, run: Operation) -> Output {
-    sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
-    let output = run(conn).await;
+fn in_savepoint(db: &rusqlite::Connection, run: Operation) -> Output {
+    db.prepare_cached("SAVEPOINT op")?.execute([])?;
+    let output = run(db);
     if output.is_err() {
-        sqlx::query("ROLLBACK TO op").execute(&mut *conn).await?;
+        db.prepare_cached("ROLLBACK TO op")?.execute([])?;
     }
-    sqlx::query("RELEASE op").execute(&mut *conn).await?;
+    db.prepare_cached("RELEASE op")?.execute([])?;
     output
 }
