@@ -33,7 +33,8 @@ impl AppState {
         crate::telemetry::metrics::install();
         let storage = Storage::connect(&config.database_url, config.durable)
             .await
-            .map_err(|e| format!("cannot open the database {}: {e}", config.database_url))?;
+            .map_err(|e| format!("cannot open the database {}: {e}", config.database_url))?
+            .with_context_cache(config.context_cache);
         let interrupted = storage
             .interrupt_abandoned_turns()
             .await

@@ -76,6 +76,11 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADKEEPER_MAX_BODY", default_value = "8MiB")]
     pub max_body: String,
 
+    /// Memory for thread contexts kept between turns, so a turn reads only the messages
+    /// added since the last one (e.g. `64MiB`; `0` turns the cache off).
+    #[arg(long, env = "THREADKEEPER_CONTEXT_CACHE", default_value = "64MiB")]
+    pub context_cache: String,
+
     /// Upstream calls per turn in total, retries included.
     #[arg(long, env = "THREADKEEPER_UPSTREAM_ATTEMPTS", default_value_t = 3)]
     pub upstream_attempts: u32,
@@ -112,6 +117,8 @@ pub struct Config {
     pub default_reasoning: Box<RawValue>,
     pub upstream: UpstreamTimeouts,
     pub max_body: usize,
+    /// Bytes of thread contexts cached between turns; 0: none.
+    pub context_cache: usize,
     pub upstream_attempts: u32,
     /// How long a turn's hold on its thread lasts without renewal.
     pub lease_ttl: Duration,
@@ -156,6 +163,10 @@ impl Config {
         let shutdown_grace = humantime::parse_duration(&args.shutdown_grace)
             .map_err(|e| format!("--shutdown-grace: {e} (use e.g. 30s)"))?;
         let max_body = parse_size(&args.max_body).map_err(|e| format!("--max-body: {e}"))?;
+        let context_cache = match args.context_cache.trim() {
+            "0" => 0,
+            size => parse_size(size).map_err(|e| format!("--context-cache: {e}"))?,
+        };
         if args.upstream_attempts == 0 {
             return Err("--upstream-attempts must be at least 1".into());
         }
@@ -176,6 +187,7 @@ impl Config {
             default_reasoning,
             upstream: UpstreamTimeouts::from_total(total),
             max_body,
+            context_cache,
             upstream_attempts: args.upstream_attempts,
             lease_ttl: Duration::from_secs(30),
             shutdown_grace,

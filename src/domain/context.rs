@@ -4,6 +4,8 @@
 //! Stored raw values (content, tool_calls, reasoning, reasoning_details) are spliced in as
 //! their exact bytes: providers reject reasoning blocks that were altered or dropped.
 
+use std::borrow::Borrow;
+
 use serde_json::value::RawValue;
 
 use super::json::ObjectWriter;
@@ -72,15 +74,16 @@ pub fn resolve(
 }
 
 /// Builds the chat-completions request body for the next turn of `thread`.
-pub fn build_request(
+pub fn build_request<M: Borrow<MessageRecord>>(
     thread: &ThreadRecord,
-    messages: &[MessageRecord],
+    messages: &[M],
     options: &ResolvedOptions,
 ) -> String {
     let capacity = 256
         + messages
             .iter()
             .map(|m| {
+                let m = m.borrow();
                 64 + m.content.as_ref().map_or(0, String::len)
                     + m.tool_calls.as_ref().map_or(0, String::len)
                     + m.reasoning.as_ref().map_or(0, String::len)
@@ -97,7 +100,7 @@ pub fn build_request(
         rendered.push(m.finish());
     }
     for message in messages {
-        rendered.push(context_message(message, options));
+        rendered.push(context_message(message.borrow(), options));
     }
     body.array("messages", &rendered);
     body.raw("reasoning", &options.reasoning);
@@ -249,7 +252,7 @@ mod tests {
             model: Some("x/y".into()),
             ..Default::default()
         });
-        let body = build_request(&thread(), &[], &opts);
+        let body = build_request(&thread(), &[] as &[MessageRecord], &opts);
         assert!(body.contains(r#""temperature":1"#));
         assert!(body.contains(r#""session_id":"mine""#));
         assert!(!body.contains("0190d3a0"));

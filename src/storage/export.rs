@@ -62,6 +62,8 @@ impl Storage {
     /// Restores an exported thread into `tenant`, ids and bytes unchanged, in one
     /// transaction. False when a thread with that id already exists.
     pub async fn import_thread(&self, tenant: &str, export: &ThreadExport) -> Result<bool, Error> {
+        // A context cached for a deleted thread of this id must not outlive it.
+        self.contexts.remove(&export.thread.id);
         let tenant = tenant.to_owned();
         let export = export.clone();
         self.write(move |tx| {
@@ -79,8 +81,10 @@ impl Storage {
             tx.prepare_cached(
                 "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, \
                  system, reasoning, reasoning_replay, params, message_count, last_message_id, \
-                 usage_reports, prompt_tokens, completion_tokens, reasoning_tokens, cost) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 usage_reports, prompt_tokens, completion_tokens, reasoning_tokens, cost, \
+                 incarnation) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                 lower(hex(randomblob(16))))",
             )?
             .execute(params![
                 t.id,

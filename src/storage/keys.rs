@@ -1,6 +1,6 @@
 //! Service keys: create, list, revoke, and the per-request lookup.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::{Error, Storage};
 use crate::domain::ids;
@@ -108,29 +108,31 @@ impl Storage {
     /// Whether any key was ever created (revoked ones count: revoking every key does not
     /// reopen the service).
     pub async fn keys_exist(&self) -> Result<bool, Error> {
-        let mut conn = self.reader().await?;
-        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM service_keys LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-        Ok(any.is_some())
+        self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM service_keys LIMIT 1")?
+                .exists([])?)
+        })
     }
 
     /// The active key with this hash, if any.
     pub async fn find_active_key(&self, key_sha256: &str) -> Result<Option<ActiveKey>, Error> {
-        let mut conn = self.reader().await?;
-        let row: Option<(String, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT id, tenant, key_sha256, last_used_at FROM service_keys \
-                            WHERE key_sha256 = ? AND revoked_at IS NULL",
-        )
-        .bind(key_sha256)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(row.map(|(id, tenant, key_sha256, last_used_at)| ActiveKey {
-            id,
-            tenant,
-            key_sha256,
-            last_used_at,
-        }))
+        self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, tenant, key_sha256, last_used_at FROM service_keys \
+                     WHERE key_sha256 = ? AND revoked_at IS NULL",
+                )?
+                .query_row([key_sha256], |r| {
+                    Ok(ActiveKey {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        key_sha256: r.get(2)?,
+                        last_used_at: r.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
     }
 
     pub async fn touch_key(&self, id: &str) -> Result<(), Error> {

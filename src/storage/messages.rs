@@ -1,13 +1,16 @@
 //! Message operations. Messages are immutable: they are inserted, read and listed, and only
 //! deleting their thread removes them.
 
+use std::sync::Arc;
+
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
 
+use super::contexts::{Cached, Context};
 use super::lists::{finish, paginate, Page, PageQuery};
-use super::rows::{self, MESSAGE_COLUMNS};
+use super::rows::{self, MESSAGE_COLUMNS, MESSAGE_FIELDS};
 use super::threads::{bump_thread, lease_state, Lease};
 use super::{row_in_thread, thread_of_tenant, Claim, Error, ReadConn, Storage, Tx};
 use crate::domain::ids;
@@ -109,17 +112,77 @@ impl Storage {
         Ok(Some(Ok(finish(items, query.limit, reversed))))
     }
 
-    /// Every message of a thread in `seq` order: one query, for the context rebuild.
-    pub async fn context_messages(&self, thread_id: &str) -> Result<Vec<MessageRecord>, Error> {
-        let sql =
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY seq");
-        let mut conn = self.reader().await?;
-        let rows = sqlx::query(&sql)
-            .bind(thread_id)
-            .fetch_all(&mut *conn)
-            .await?;
-        rows.iter().map(rows::message).collect()
+    /// Every message of a thread in `seq` order, for the context rebuild: the messages
+    /// added since the cached context (`contexts.rs`), or the whole thread, in one query.
+    pub async fn context_messages(&self, thread_id: &str) -> Result<Context, Error> {
+        let cached = self.contexts.get(thread_id);
+        let fresh = self.readers.read(|conn| {
+            if let Some(cached) = &cached {
+                if let Some(extended) = extend_context(conn, thread_id, cached)? {
+                    return Ok(Some(extended));
+                }
+            }
+            // The thread's incarnation rides on every row: one statement, one snapshot.
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS}, (SELECT incarnation FROM threads WHERE id = ?1) \
+                 FROM messages WHERE thread_id = ?1 ORDER BY seq"
+            );
+            let mut select = conn.prepare_cached(&sql)?;
+            let mut found = select.query([thread_id])?;
+            let mut messages = Vec::new();
+            let mut incarnation: Option<Arc<str>> = None;
+            while let Some(row) = found.next()? {
+                if incarnation.is_none() {
+                    incarnation = row.get::<_, Option<String>>(MESSAGE_FIELDS)?.map(Arc::from);
+                }
+                messages.push(Arc::new(rows::message(row)?));
+            }
+            Ok(incarnation.map(|incarnation| Cached {
+                incarnation,
+                messages: Arc::new(messages),
+            }))
+        })?;
+        match fresh {
+            Some(fresh) => {
+                let messages = fresh.messages.clone();
+                self.contexts.put(thread_id, fresh);
+                Ok(messages)
+            }
+            // No messages (or no thread): nothing worth keeping.
+            None => Ok(Arc::default()),
+        }
     }
+}
+
+/// `cached` with the messages stored after it, when it is still a prefix of the thread: the
+/// thread has the same incarnation and the message at its last `seq` the same id.
+fn extend_context(
+    conn: &rusqlite::Connection,
+    thread_id: &str,
+    cached: &Cached,
+) -> Result<Option<Cached>, Error> {
+    let Some(last) = cached.messages.last() else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ?1 AND seq >= ?2 \
+         AND EXISTS (SELECT 1 FROM threads WHERE id = ?1 AND incarnation = ?3) ORDER BY seq"
+    );
+    let mut select = conn.prepare_cached(&sql)?;
+    let mut found = select.query(params![thread_id, last.seq, &*cached.incarnation])?;
+    match found.next()? {
+        Some(row) if rows::message(row)?.id == last.id => {}
+        _ => return Ok(None),
+    }
+    let mut messages = Vec::with_capacity(cached.messages.len() + 2);
+    messages.extend(cached.messages.iter().cloned());
+    while let Some(row) = found.next()? {
+        messages.push(Arc::new(rows::message(row)?));
+    }
+    Ok(Some(Cached {
+        incarnation: cached.incarnation.clone(),
+        messages: Arc::new(messages),
+    }))
 }
 
 /// A message-id cursor resolved to its `seq`; `Err(id)` when it is not in this thread.

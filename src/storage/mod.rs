@@ -9,11 +9,13 @@
 //! The interface is shaped as whole operations ("create this thread", "begin this turn",
 //! "complete this turn") so that a PostgreSQL implementation can sit behind it later.
 
+mod contexts;
 mod export;
 mod keys;
 mod lists;
 mod messages;
 mod owner;
+mod readers;
 mod rows;
 mod threads;
 mod turns;
@@ -28,10 +30,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Sqlite, SqliteConnection};
 
+pub use contexts::Context;
 pub use keys::{ActiveKey, KeyRecord};
 pub use lists::{Order, Page, PageQuery};
 pub use messages::sha256_hex;
 pub use turns::{BeginTurn, Begun, TurnOutcome};
+
+/// The context cache's size unless configured (`--context-cache`).
+pub const DEFAULT_CONTEXT_CACHE: usize = 64 << 20;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -83,7 +89,12 @@ pub enum Claim<T> {
 #[derive(Clone)]
 pub struct Storage {
     writer: writer::Writer,
+    /// The hot reads (rusqlite, on the calling thread).
+    readers: std::sync::Arc<readers::Readers>,
+    /// Every other read (sqlx).
     read: SqlitePool,
+    /// Thread contexts between turns.
+    contexts: std::sync::Arc<contexts::ContextCache>,
     /// This process, as named in the leases it takes.
     owner: std::sync::Arc<str>,
 }
@@ -110,6 +121,7 @@ impl Storage {
         }
         let mut write = options.connect().await?;
         MIGRATOR.run(&mut write).await.map_err(sqlx::Error::from)?;
+        let readers = readers::Readers::open(options.get_filename())?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -119,9 +131,17 @@ impl Storage {
             .map_err(|e| Error::Internal(format!("starting the writer thread: {e}")))?;
         Ok(Self {
             writer,
+            readers: std::sync::Arc::new(readers),
+            contexts: std::sync::Arc::new(contexts::ContextCache::new(DEFAULT_CONTEXT_CACHE)),
             read,
             owner: owner::current().into(),
         })
+    }
+
+    /// Keeps up to about `bytes` of thread contexts in memory between turns (0: none).
+    pub fn with_context_cache(mut self, bytes: usize) -> Self {
+        self.contexts = std::sync::Arc::new(contexts::ContextCache::new(bytes));
+        self
     }
 
     /// Applies migrations only (the `migrate` command).

@@ -72,6 +72,9 @@ pub(super) const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, nam
      tool_call_id, reasoning, reasoning_details, reasoning_details_sha256, turn_id, created_at, \
      model, requested_model, provider, generation_id, finish_reason, native_finish_reason, usage";
 
+/// How many columns `MESSAGE_COLUMNS` names: the index of a column selected after them.
+pub(super) const MESSAGE_FIELDS: usize = 20;
+
 pub(super) fn message(row: &impl Columns) -> Result<MessageRecord, Error> {
     Ok(MessageRecord {
         id: row.get("id")?,

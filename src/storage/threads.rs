@@ -30,8 +30,8 @@ impl Storage {
             let s = &create.settings;
             tx.prepare_cached(
                 "INSERT INTO threads (id, tenant, created_at, updated_at, metadata, model, \
-                 system, reasoning, reasoning_replay, params) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 system, reasoning, reasoning_replay, params, incarnation) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16))))",
             )?
             .execute(params![
                 thread_id,
@@ -60,16 +60,8 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
     ) -> Result<Option<ThreadRecord>, Error> {
-        let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND tenant = ?");
-        let mut conn = self.reader().await?;
-        sqlx::query(&sql)
-            .bind(thread_id)
-            .bind(tenant)
-            .fetch_optional(&mut *conn)
-            .await?
-            .as_ref()
-            .map(rows::thread)
-            .transpose()
+        self.readers
+            .read(|conn| fetch_thread(conn, tenant, thread_id))
     }
 
     /// A thread as a turn starts, and whether a live turn holds it: a read that lets a
@@ -84,24 +76,21 @@ impl Storage {
             "SELECT {THREAD_COLUMNS}, lease_turn_id, lease_expires_at, lease_owner \
              FROM threads WHERE id = ? AND tenant = ?"
         );
-        let mut conn = self.reader().await?;
-        let Some(row) = sqlx::query(&sql)
-            .bind(thread_id)
-            .bind(tenant)
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
-            return Ok(None);
-        };
-        use sqlx::Row;
-        let held = row.try_get::<Option<String>, _>("lease_turn_id")?.is_some()
-            && row
-                .try_get::<Option<i64>, _>("lease_expires_at")?
-                .is_some_and(|e| e > ids::now_millis())
-            && row
-                .try_get::<Option<String>, _>("lease_owner")?
-                .is_none_or(|o| super::owner::is_alive(&o));
-        Ok(Some((rows::thread(&row)?, held)))
+        self.readers.read(|conn| {
+            let mut select = conn.prepare_cached(&sql)?;
+            let mut found = select.query(params![thread_id, tenant])?;
+            let Some(row) = found.next()? else {
+                return Ok(None);
+            };
+            let held = row.get::<_, Option<String>>("lease_turn_id")?.is_some()
+                && row
+                    .get::<_, Option<i64>>("lease_expires_at")?
+                    .is_some_and(|e| e > ids::now_millis())
+                && row
+                    .get::<_, Option<String>>("lease_owner")?
+                    .is_none_or(|o| super::owner::is_alive(&o));
+            Ok(Some((rows::thread(row)?, held)))
+        })
     }
 
     pub async fn list_threads(
@@ -179,6 +168,7 @@ impl Storage {
     /// Deletes a thread with its messages and turns. A thread with a turn in progress is
     /// busy: deleting it would pull the rows from under the running turn.
     pub async fn delete_thread(&self, tenant: &str, thread_id: &str) -> Result<Claim<()>, Error> {
+        self.contexts.remove(thread_id);
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         self.write(move |tx| {
@@ -195,7 +185,7 @@ impl Storage {
     }
 }
 
-/// A thread, read inside a write transaction.
+/// A thread, read by the writer or a reader.
 fn fetch_thread(tx: &Tx, tenant: &str, thread_id: &str) -> Result<Option<ThreadRecord>, Error> {
     let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND tenant = ?");
     let mut select = tx.prepare_cached(&sql)?;

@@ -31,7 +31,7 @@ pub const DEFAULT_MODEL: &str = "deepseek/deepseek-v3.2-exp";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Configuration the environment could carry into a child process; every test sets its own.
-pub const AMBIENT_ENV: [&str; 14] = [
+pub const AMBIENT_ENV: [&str; 15] = [
     "OPENROUTER_API_KEY",
     "OPENROUTER_BASE_URL",
     "THREADKEEPER_BIND",
@@ -46,6 +46,7 @@ pub const AMBIENT_ENV: [&str; 14] = [
     "THREADKEEPER_SQLITE_SYNCHRONOUS",
     "THREADKEEPER_ALLOW_UNAUTHENTICATED",
     "THREADKEEPER_RATE_LIMIT_PER_MINUTE",
+    "THREADKEEPER_CONTEXT_CACHE",
 ];
 
 /// Runs `serve` on a fresh database with `extra` flags, expecting it to refuse to start;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod concurrency;
+mod context_cache;
 mod crash;
 mod errors;
 mod failures;

@@ -276,6 +276,7 @@ async fn bad_flags_stop_serve_with_a_message() {
         ("--max-body", "lots"),
         ("--default-reasoning", "[1]"),
         ("--upstream-attempts", "0"),
+        ("--context-cache", "plenty"),
     ] {
         let stderr = serve_refusing(&[flag, value]).await;
         assert!(
