@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
 
+use super::audit::LastRequest;
 use crate::domain::records::MessageRecord;
 
 /// A thread's messages in `seq` order, shared without copying.
@@ -34,6 +35,8 @@ pub(super) struct Cached {
 
 struct Inner {
     entries: LruCache<String, (Cached, usize)>,
+    /// Each thread's last stored upstream request (`audit.rs`), under the same budget.
+    requests: LruCache<String, (LastRequest, usize)>,
     bytes: usize,
 }
 
@@ -44,6 +47,7 @@ impl ContextCache {
             budget,
             inner: Mutex::new(Inner {
                 entries: LruCache::unbounded(),
+                requests: LruCache::unbounded(),
                 bytes: 0,
             }),
         }
@@ -72,10 +76,43 @@ impl ContextCache {
             inner.bytes -= old;
         }
         inner.bytes += size;
+        self.evict(&mut inner);
+    }
+
+    pub(super) fn last_request(&self, thread_id: &str) -> Option<LastRequest> {
+        if self.budget == 0 {
+            return None;
+        }
+        self.lock().requests.get(thread_id).map(|(r, _)| r.clone())
+    }
+
+    pub(super) fn put_last_request(&self, thread_id: &str, request: LastRequest) {
+        let size = request.body.len() + request.turn_id.len();
+        if size > self.budget / 4 {
+            let mut inner = self.lock();
+            if let Some((_, old)) = inner.requests.pop(thread_id) {
+                inner.bytes -= old;
+            }
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some((_, old)) = inner.requests.put(thread_id.to_owned(), (request, size)) {
+            inner.bytes -= old;
+        }
+        inner.bytes += size;
+        self.evict(&mut inner);
+    }
+
+    /// Drops least recently used entries, requests first (losing one only means the next
+    /// request is stored whole), until the cache fits its budget.
+    fn evict(&self, inner: &mut Inner) {
         while inner.bytes > self.budget {
-            match inner.entries.pop_lru() {
-                Some((_, (_, evicted))) => inner.bytes -= evicted,
-                None => break,
+            if let Some((_, (_, evicted))) = inner.requests.pop_lru() {
+                inner.bytes -= evicted;
+            } else if let Some((_, (_, evicted))) = inner.entries.pop_lru() {
+                inner.bytes -= evicted;
+            } else {
+                break;
             }
         }
     }
@@ -83,6 +120,9 @@ impl ContextCache {
     pub(super) fn remove(&self, thread_id: &str) {
         let mut inner = self.lock();
         if let Some((_, size)) = inner.entries.pop(thread_id) {
+            inner.bytes -= size;
+        }
+        if let Some((_, size)) = inner.requests.pop(thread_id) {
             inner.bytes -= size;
         }
     }

@@ -1,7 +1,11 @@
 //! Export and import of whole threads (messages, turns and audit records included).
 
-use rusqlite::{params, OptionalExtension};
+use std::collections::HashMap;
 
+use rusqlite::{params, OptionalExtension};
+use sqlx::Row;
+
+use super::audit;
 use super::messages::insert_message;
 use super::rows::{self, MESSAGE_COLUMNS, THREAD_COLUMNS, TURN_COLUMNS};
 use super::{Error, Storage};
@@ -40,14 +44,30 @@ impl Storage {
                 .iter()
                 .map(rows::message)
                 .collect::<Result<Vec<_>, _>>()?;
-            let sql = format!("SELECT {TURN_COLUMNS} FROM turns WHERE thread_id = ? ORDER BY id");
-            let turns = sqlx::query(&sql)
+            let sql = format!(
+                "SELECT {TURN_COLUMNS}, upstream_request_base, upstream_request_shared \
+                 FROM turns WHERE thread_id = ? ORDER BY id"
+            );
+            let rows = sqlx::query(&sql)
                 .bind(thread_id)
                 .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(rows::turn)
-                .collect::<Result<Vec<_>, _>>()?;
+                .await?;
+            let mut turns = Vec::with_capacity(rows.len());
+            let mut stored = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                let turn = rows::turn(row)?;
+                let base: Option<String> = row.try_get("upstream_request_base")?;
+                let shared: Option<i64> = row.try_get("upstream_request_shared")?;
+                stored.insert(turn.id.clone(), (base, shared, turn.audit.request.clone()));
+                turns.push(turn);
+            }
+            // Requests stored as differences (audit.rs) are exported whole.
+            let whole = audit::whole_requests(&stored)?;
+            for turn in &mut turns {
+                if matches!(stored.get(&turn.id), Some((Some(_), _, _))) {
+                    turn.audit.request = whole.get(&turn.id).cloned();
+                }
+            }
             Ok(Some(ThreadExport {
                 thread,
                 messages,

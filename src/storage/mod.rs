@@ -9,6 +9,7 @@
 //! The interface is shaped as whole operations ("create this thread", "begin this turn",
 //! "complete this turn") so that a PostgreSQL implementation can sit behind it later.
 
+mod audit;
 mod contexts;
 mod export;
 mod keys;

@@ -3,13 +3,16 @@
 //!
 //! Each is one short write transaction; none stays open across an upstream call.
 
+use std::sync::Arc;
+
 use rusqlite::{params, OptionalExtension};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
 
+use super::audit::{self, LastRequest};
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
-use super::rows::{self, MESSAGE_COLUMNS, TURN_COLUMNS, TURN_SUMMARY_COLUMNS};
+use super::rows::{self, MESSAGE_COLUMNS, TURN_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease};
 use super::{owner, row_in_thread, thread_of_tenant, Error, Storage, Tx};
 use crate::domain::ids;
@@ -100,8 +103,8 @@ impl Storage {
                     match status.as_str() {
                         "in_progress" => return Ok(Begun::Busy),
                         "completed" => {
-                            let turn =
-                                fetch_turn(tx, &earlier_id, TURN_COLUMNS)?.ok_or_else(|| {
+                            let turn = fetch_turn(tx, &earlier_id, TURN_REPLAY_COLUMNS)?
+                                .ok_or_else(|| {
                                     Error::Internal("the replayed turn vanished".into())
                                 })?;
                             return Ok(Begun::Replay(Box::new(turn)));
@@ -217,67 +220,99 @@ impl Storage {
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
         let audit = audit.clone();
-        self.write(move |tx| {
-            let turn_id = turn_id.as_str();
-            // The turn's state and its thread's message count, in one read.
-            let row: Option<(String, i64)> = tx
-                .prepare_cached(
-                    "SELECT t.status, h.message_count FROM turns t \
+        // The request as sent, kept to store the thread's next request as a difference.
+        let request: Option<Arc<str>> = audit.request.as_deref().map(Arc::from);
+        let previous = self.contexts.last_request(&thread_id);
+        // Stored as a difference from `previous` if the thread is still the one `previous`
+        // was stored in (a thread deleted and imported again under its id is not).
+        let split = request.as_ref().map(|request| {
+            let stored = audit::split(previous.as_ref(), request);
+            let base = stored.base.map(|(turn, shared)| (turn.to_owned(), shared));
+            (base, stored.rest.len(), stored.chain)
+        });
+        let expected_incarnation = previous.map(|p| p.incarnation);
+        let stored_request = request.clone();
+        let cache_key = thread_id.clone();
+        let finished = self
+            .write(move |tx| {
+                let turn_id = turn_id.as_str();
+                // The turn's state, its thread's message count and incarnation, in one read.
+                let row: Option<(String, i64, String)> = tx
+                    .prepare_cached(
+                        "SELECT t.status, h.message_count, h.incarnation FROM turns t \
                      JOIN threads h ON h.id = t.thread_id WHERE t.id = ?",
-                )?
-                .query_row([turn_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some(("in_progress", count)) = row.as_ref().map(|(s, c)| (s.as_str(), *c)) else {
-                return Ok(None);
-            };
-            let (status, error, output, usage, generation_id, totals) = match outcome {
-                TurnOutcome::Completed {
-                    mut message,
-                    usage,
-                    totals,
-                    generation_id,
-                } => {
-                    message.seq = count + 1;
-                    insert_message(tx, &message)?;
-                    (
-                        "completed",
-                        None,
-                        Some(*message),
-                        usage,
-                        generation_id,
-                        totals,
-                    )
+                    )?
+                    .query_row([turn_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                let Some((status, count, incarnation)) = row else {
+                    return Ok(None);
+                };
+                if status != "in_progress" {
+                    return Ok(None);
                 }
-                TurnOutcome::Failed { error } => ("failed", Some(error), None, None, None, None),
-            };
-            tx.prepare_cached(
-                "UPDATE turns SET status = ?, error = ?, output_message_id = ?, usage = ?, \
+                let (base, shared, rest, chain) = match (&stored_request, split) {
+                    (Some(request), Some((Some((base, shared)), rest_len, chain)))
+                        if expected_incarnation.as_deref() == Some(incarnation.as_str()) =>
+                    {
+                        let rest = &request[request.len() - rest_len..];
+                        (Some(base), Some(shared), Some(rest), chain)
+                    }
+                    (Some(request), _) => (None, None, Some(&request[..]), 0),
+                    (None, _) => (None, None, None, 0),
+                };
+                let (status, error, output, usage, generation_id, totals) = match outcome {
+                    TurnOutcome::Completed {
+                        mut message,
+                        usage,
+                        totals,
+                        generation_id,
+                    } => {
+                        message.seq = count + 1;
+                        insert_message(tx, &message)?;
+                        (
+                            "completed",
+                            None,
+                            Some(*message),
+                            usage,
+                            generation_id,
+                            totals,
+                        )
+                    }
+                    TurnOutcome::Failed { error } => {
+                        ("failed", Some(error), None, None, None, None)
+                    }
+                };
+                tx.prepare_cached(
+                    "UPDATE turns SET status = ?, error = ?, output_message_id = ?, usage = ?, \
                  generation_id = ?, completed_at = ?, latency_ms = ?, upstream_request = ?, \
+                 upstream_request_base = ?, upstream_request_shared = ?, \
                  upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
                  upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? \
                  WHERE id = ?",
-            )?
-            .execute(params![
-                status,
-                error,
-                output.as_ref().map(|m| &m.id),
-                usage,
-                generation_id,
-                now,
-                latency_ms,
-                audit.request,
-                audit.response,
-                i64::from(audit.response_is_json),
-                audit.status,
-                audit.attempts,
-                audit.started_at,
-                audit.finished_at,
-                turn_id,
-            ])?;
-            // The reply's count and id, the usage totals and the lease, in one statement.
-            let t = totals.unwrap_or_default();
-            tx.prepare_cached(
-                "UPDATE threads SET \
+                )?
+                .execute(params![
+                    status,
+                    error,
+                    output.as_ref().map(|m| &m.id),
+                    usage,
+                    generation_id,
+                    now,
+                    latency_ms,
+                    rest,
+                    base,
+                    shared,
+                    audit.response,
+                    i64::from(audit.response_is_json),
+                    audit.status,
+                    audit.attempts,
+                    audit.started_at,
+                    audit.finished_at,
+                    turn_id,
+                ])?;
+                // The reply's count and id, the usage totals and the lease, in one statement.
+                let t = totals.unwrap_or_default();
+                tx.prepare_cached(
+                    "UPDATE threads SET \
                  message_count = COALESCE(?, message_count), \
                  last_message_id = COALESCE(?, last_message_id), \
                  updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END, \
@@ -289,26 +324,39 @@ impl Storage {
                                     ELSE lease_expires_at END, \
                  lease_owner = CASE WHEN lease_turn_id = ? THEN NULL ELSE lease_owner END \
                  WHERE id = ?",
-            )?
-            .execute(params![
-                output.as_ref().map(|m| m.seq),
-                output.as_ref().map(|m| &m.id),
-                output.as_ref().map(|m| &m.id),
-                now,
-                i64::from(totals.is_some()),
-                t.prompt_tokens,
-                t.completion_tokens,
-                t.reasoning_tokens,
-                t.cost,
-                turn_id,
-                turn_id,
-                turn_id,
-                thread_id,
-            ])?;
-            let turn = fetch_turn(tx, turn_id, TURN_SUMMARY_COLUMNS)?;
-            Ok(turn.map(|turn| (turn, output)))
-        })
-        .await
+                )?
+                .execute(params![
+                    output.as_ref().map(|m| m.seq),
+                    output.as_ref().map(|m| &m.id),
+                    output.as_ref().map(|m| &m.id),
+                    now,
+                    i64::from(totals.is_some()),
+                    t.prompt_tokens,
+                    t.completion_tokens,
+                    t.reasoning_tokens,
+                    t.cost,
+                    turn_id,
+                    turn_id,
+                    turn_id,
+                    thread_id,
+                ])?;
+                let turn = fetch_turn(tx, turn_id, TURN_SUMMARY_COLUMNS)?;
+                Ok(turn.map(|turn| (turn, output, incarnation, chain)))
+            })
+            .await?;
+        let Some((turn, output, incarnation, chain)) = finished else {
+            return Ok(None);
+        };
+        if let Some(body) = request {
+            let last = LastRequest {
+                turn_id: turn.id.clone(),
+                body,
+                chain,
+                incarnation: incarnation.into(),
+            };
+            self.contexts.put_last_request(&cache_key, last);
+        }
+        Ok(Some((turn, output)))
     }
 
     pub async fn get_turn(
@@ -319,7 +367,14 @@ impl Storage {
     ) -> Result<Option<TurnRecord>, Error> {
         let mut conn = self.reader().await?;
         let table = ("turns", TURN_COLUMNS);
-        row_in_thread(&mut conn, table, rows::turn, tenant, thread_id, turn_id).await
+        let found = row_in_thread(&mut conn, table, rows::turn, tenant, thread_id, turn_id).await?;
+        let Some(mut turn) = found else {
+            return Ok(None);
+        };
+        if turn.audit.request.is_some() {
+            turn.audit.request = audit::whole_request(&mut conn, turn_id).await?;
+        }
+        Ok(Some(turn))
     }
 
     /// The assistant message a completed turn produced.

@@ -5,6 +5,7 @@
 // Tests may panic on a broken expectation; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_requests;
 mod concurrency;
 mod context_cache;
 mod crash;
