@@ -128,8 +128,11 @@ async fn drive(
         lease_ttl_ms,
         idempotency: request.idempotency.map(|i| (i.key, i.request_sha256)),
     };
-    let input_ids = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
-        Begun::Started { input_message_ids } => input_message_ids,
+    let (input_ids, context) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
+        Begun::Started {
+            input_message_ids,
+            context,
+        } => (input_message_ids, context),
         Begun::Replay(turn) => return replay(&state, *turn, on_begun, sink).await,
         Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
         Begun::Busy => return Err(ApiError::ThreadBusy),
@@ -143,7 +146,7 @@ async fn drive(
     let heartbeat = spawn_heartbeat(&state, &thread_id, &turn_id);
     let in_progress = metrics::gauge!(m::TURNS_IN_PROGRESS);
     in_progress.increment(1.0);
-    let result = call_and_store(&state, &thread, &turn_id, &options, started, sink).await;
+    let result = call_and_store(&state, &thread, context, &turn_id, &options, started, sink).await;
     in_progress.decrement(1.0);
     heartbeat.abort();
     let status = if result.is_ok() {
@@ -208,12 +211,16 @@ async fn replay(
 async fn call_and_store(
     state: &AppState,
     thread: &crate::domain::records::ThreadRecord,
+    context: Option<crate::storage::Context>,
     turn_id: &str,
     options: &crate::domain::context::ResolvedOptions,
     started: Instant,
     sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
-    let messages = state.storage.context_messages(&thread.id).await?;
+    let messages = match context {
+        Some(context) => context,
+        None => state.storage.context_messages(&thread.id).await?,
+    };
     let body = build_request(thread, &messages, options);
     let exchange = state.upstream.complete(body, sink.as_ref()).await;
     // Closing the chunk channel tells a streaming client the relay is over.

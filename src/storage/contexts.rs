@@ -79,6 +79,40 @@ impl ContextCache {
         self.evict(&mut inner);
     }
 
+    /// When the cached context of `thread_id` is its whole first `count` messages (in this
+    /// `incarnation`), appends `added` (the messages a write transaction just stored after
+    /// them) and returns the result; else leaves the cache to the next read.
+    pub(super) fn extend_if_current(
+        &self,
+        thread_id: &str,
+        incarnation: &str,
+        count: i64,
+        added: Vec<MessageRecord>,
+    ) -> Option<Context> {
+        if self.budget == 0 {
+            return None;
+        }
+        let mut inner = self.lock();
+        let (cached, _) = inner.entries.get(thread_id)?;
+        let current = &*cached.incarnation == incarnation
+            && cached.messages.len() as i64 == count
+            && cached.messages.last().is_some_and(|m| m.seq == count);
+        if !current {
+            return None;
+        }
+        let mut messages = Vec::with_capacity(cached.messages.len() + added.len());
+        messages.extend(cached.messages.iter().cloned());
+        messages.extend(added.into_iter().map(Arc::new));
+        let context: Context = Arc::new(messages);
+        let entry = Cached {
+            incarnation: cached.incarnation.clone(),
+            messages: context.clone(),
+        };
+        drop(inner);
+        self.put(thread_id, entry);
+        Some(context)
+    }
+
     pub(super) fn last_request(&self, thread_id: &str) -> Option<LastRequest> {
         if self.budget == 0 {
             return None;

@@ -41,8 +41,9 @@ impl Storage {
         let thread_id = thread_id.to_owned();
         let messages = messages.to_vec();
         self.write(move |tx| {
-            let (lease, count) = lease_state(tx, &tenant, &thread_id, ids::now_millis())?;
-            match lease {
+            let state = lease_state(tx, &tenant, &thread_id, ids::now_millis())?;
+            let count = state.count;
+            match state.lease {
                 Lease::Missing => return Ok(Claim::NotFound),
                 Lease::Held => return Ok(Claim::Busy),
                 Lease::Free | Lease::Expired(_) => {}

@@ -172,7 +172,7 @@ impl Storage {
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         self.write(move |tx| {
-            match lease_state(tx, &tenant, &thread_id, ids::now_millis())?.0 {
+            match lease_state(tx, &tenant, &thread_id, ids::now_millis())?.lease {
                 Lease::Missing => return Ok(Claim::NotFound),
                 Lease::Held => return Ok(Claim::Busy),
                 Lease::Free | Lease::Expired(_) => {}
@@ -219,36 +219,55 @@ pub(super) enum Lease {
     Expired(String),
 }
 
-/// Lease turn, lease expiry, lease owner, message count.
-type LeaseRow = (Option<String>, Option<i64>, Option<String>, i64);
+/// Lease turn, lease expiry, lease owner, message count, incarnation.
+type LeaseRow = (Option<String>, Option<i64>, Option<String>, i64, String);
 
-/// A thread's lease and its message count (= its last `seq`), read in one query.
+/// What a write transaction reads of a thread before changing it.
+pub(super) struct ThreadState {
+    pub lease: Lease,
+    /// Its message count (= its last `seq`).
+    pub count: i64,
+    pub incarnation: String,
+}
+
+/// A thread's lease, message count and incarnation, read in one query.
 pub(super) fn lease_state(
     tx: &Tx,
     tenant: &str,
     thread_id: &str,
     now_millis: i64,
-) -> Result<(Lease, i64), Error> {
+) -> Result<ThreadState, Error> {
     let row: Option<LeaseRow> = tx
         .prepare_cached(
-            "SELECT lease_turn_id, lease_expires_at, lease_owner, message_count FROM threads \
-             WHERE id = ? AND tenant = ?",
+            "SELECT lease_turn_id, lease_expires_at, lease_owner, message_count, incarnation \
+             FROM threads WHERE id = ? AND tenant = ?",
         )?
         .query_row(params![thread_id, tenant], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    Ok(match row {
-        None => (Lease::Missing, 0),
-        Some((None, _, _, count)) => (Lease::Free, count),
-        Some((Some(turn), expires, owner, count)) => {
+    let Some((turn, expires, owner, count, incarnation)) = row else {
+        return Ok(ThreadState {
+            lease: Lease::Missing,
+            count: 0,
+            incarnation: String::new(),
+        });
+    };
+    let lease = match turn {
+        None => Lease::Free,
+        Some(turn) => {
             let expired = expires.is_none_or(|e| e <= now_millis);
             let owner_gone = owner.as_deref().is_some_and(|o| !super::owner::is_alive(o));
             if expired || owner_gone {
-                (Lease::Expired(turn), count)
+                Lease::Expired(turn)
             } else {
-                (Lease::Held, count)
+                Lease::Held
             }
         }
+    };
+    Ok(ThreadState {
+        lease,
+        count,
+        incarnation,
     })
 }

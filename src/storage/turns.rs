@@ -10,10 +10,11 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
 
 use super::audit::{self, LastRequest};
+use super::contexts::Context;
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
 use super::rows::{self, MESSAGE_COLUMNS, TURN_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
-use super::threads::{lease_state, Lease};
+use super::threads::{lease_state, Lease, ThreadState};
 use super::{owner, row_in_thread, thread_of_tenant, Error, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
@@ -34,6 +35,9 @@ pub enum Begun {
     /// The input is stored and the turn holds the thread's lease.
     Started {
         input_message_ids: Vec<String>,
+        /// The thread's messages, input included, when they could be known without a
+        /// read (the cached context was current); else `context_messages` reads them.
+        context: Option<Context>,
     },
     /// The key names a completed turn: answer it again, nothing stored, nothing called.
     Replay(Box<TurnRecord>),
@@ -77,112 +81,143 @@ impl Storage {
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         let owner = self.owner.clone();
-        self.write_deferred(move |tx| {
-            let thread_id = thread_id.as_str();
-            let (lease, count) = lease_state(tx, &tenant, thread_id, now_ms)?;
-            if matches!(lease, Lease::Missing) {
-                return Ok(Begun::NotFound);
-            }
-            // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
-            // the model again on its stored input, which is not stored a second time.
-            let mut rerun_input: Option<String> = None;
-            if let Some((key, hash)) = &begin.idempotency {
-                let earlier: Option<(String, String, Option<String>, String)> = tx
-                    .prepare_cached(
-                        "SELECT id, status, request_sha256, input_message_ids FROM turns \
+        let cache_key = thread_id.clone();
+        let (begun, written) = self
+            .write_deferred(move |tx| {
+                let thread_id = thread_id.as_str();
+                let ThreadState {
+                    lease,
+                    count,
+                    incarnation,
+                } = lease_state(tx, &tenant, thread_id, now_ms)?;
+                if matches!(lease, Lease::Missing) {
+                    return Ok((Begun::NotFound, None));
+                }
+                // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
+                // the model again on its stored input, which is not stored a second time.
+                let mut rerun_input: Option<String> = None;
+                if let Some((key, hash)) = &begin.idempotency {
+                    let earlier: Option<(String, String, Option<String>, String)> = tx
+                        .prepare_cached(
+                            "SELECT id, status, request_sha256, input_message_ids FROM turns \
                          WHERE thread_id = ? AND idempotency_key = ?",
-                    )?
-                    .query_row(params![thread_id, key], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
-                    .optional()?;
-                if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
-                    if earlier_hash.as_deref() != Some(hash) {
-                        return Ok(Begun::KeyReused);
-                    }
-                    match status.as_str() {
-                        "in_progress" => return Ok(Begun::Busy),
-                        "completed" => {
-                            let turn = fetch_turn(tx, &earlier_id, TURN_REPLAY_COLUMNS)?
-                                .ok_or_else(|| {
-                                    Error::Internal("the replayed turn vanished".into())
-                                })?;
-                            return Ok(Begun::Replay(Box::new(turn)));
+                        )?
+                        .query_row(params![thread_id, key], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
+                        .optional()?;
+                    if let Some((earlier_id, status, earlier_hash, input_ids)) = earlier {
+                        if earlier_hash.as_deref() != Some(hash) {
+                            return Ok((Begun::KeyReused, None));
                         }
-                        _ => {
-                            if matches!(lease, Lease::Held) {
-                                return Ok(Begun::Busy);
+                        match status.as_str() {
+                            "in_progress" => return Ok((Begun::Busy, None)),
+                            "completed" => {
+                                let turn = fetch_turn(tx, &earlier_id, TURN_REPLAY_COLUMNS)?
+                                    .ok_or_else(|| {
+                                        Error::Internal("the replayed turn vanished".into())
+                                    })?;
+                                return Ok((Begun::Replay(Box::new(turn)), None));
                             }
-                            // The key moves to the new turn; the failed one keeps its record.
-                            tx.prepare_cached(
-                                "UPDATE turns SET idempotency_key = NULL WHERE id = ?",
-                            )?
-                            .execute([&earlier_id])?;
-                            rerun_input = Some(input_ids);
+                            _ => {
+                                if matches!(lease, Lease::Held) {
+                                    return Ok((Begun::Busy, None));
+                                }
+                                // The key moves to the new turn; the failed one keeps its record.
+                                tx.prepare_cached(
+                                    "UPDATE turns SET idempotency_key = NULL WHERE id = ?",
+                                )?
+                                .execute([&earlier_id])?;
+                                rerun_input = Some(input_ids);
+                            }
                         }
                     }
                 }
-            }
-            match lease {
-                Lease::Missing => return Ok(Begun::NotFound),
-                Lease::Held => return Ok(Begun::Busy),
-                Lease::Expired(stale) => interrupt(tx, &stale, &now)?,
-                Lease::Free => {}
-            }
-            let (input_ids, last) = match rerun_input {
-                Some(ids) => (ids, None),
-                None => {
-                    let stored = insert_messages(
-                        tx,
-                        thread_id,
-                        count,
-                        &begin.input,
-                        Some(&begin.turn_id),
-                        &now,
-                    )?;
-                    let ids =
-                        serde_json::to_string(&stored.iter().map(|m| &m.id).collect::<Vec<_>>())
-                            .map_err(|e| Error::Internal(e.to_string()))?;
-                    (ids, stored.last().map(|m| (m.seq, m.id.clone())))
+                match lease {
+                    Lease::Missing => return Ok((Begun::NotFound, None)),
+                    Lease::Held => return Ok((Begun::Busy, None)),
+                    Lease::Expired(stale) => interrupt(tx, &stale, &now)?,
+                    Lease::Free => {}
                 }
-            };
-            tx.prepare_cached(
-                "INSERT INTO turns (id, thread_id, status, input_message_ids, model, \
+                let (input_ids, last, stored) = match rerun_input {
+                    Some(ids) => (ids, None, Vec::new()),
+                    None => {
+                        let stored = insert_messages(
+                            tx,
+                            thread_id,
+                            count,
+                            &begin.input,
+                            Some(&begin.turn_id),
+                            &now,
+                        )?;
+                        let ids = serde_json::to_string(
+                            &stored.iter().map(|m| &m.id).collect::<Vec<_>>(),
+                        )
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                        let last = stored.last().map(|m| (m.seq, m.id.clone()));
+                        (ids, last, stored)
+                    }
+                };
+                tx.prepare_cached(
+                    "INSERT INTO turns (id, thread_id, status, input_message_ids, model, \
                  created_at, idempotency_key, request_sha256) \
                  VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![
-                begin.turn_id,
-                thread_id,
-                input_ids,
-                begin.model,
-                now,
-                begin.idempotency.as_ref().map(|(key, _)| key),
-                begin.idempotency.as_ref().map(|(_, hash)| hash),
-            ])?;
-            // The lease, and the new messages' count and last id, in one statement.
-            tx.prepare_cached(
-                "UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ?, \
+                )?
+                .execute(params![
+                    begin.turn_id,
+                    thread_id,
+                    input_ids,
+                    begin.model,
+                    now,
+                    begin.idempotency.as_ref().map(|(key, _)| key),
+                    begin.idempotency.as_ref().map(|(_, hash)| hash),
+                ])?;
+                // The lease, and the new messages' count and last id, in one statement.
+                tx.prepare_cached(
+                    "UPDATE threads SET lease_turn_id = ?, lease_expires_at = ?, lease_owner = ?, \
                  message_count = COALESCE(?, message_count), \
                  last_message_id = COALESCE(?, last_message_id), \
                  updated_at = CASE WHEN ? IS NULL THEN updated_at ELSE ? END \
                  WHERE id = ?",
-            )?
-            .execute(params![
-                begin.turn_id,
-                now_ms + begin.lease_ttl_ms,
-                &*owner,
-                last.as_ref().map(|(seq, _)| *seq),
-                last.as_ref().map(|(_, id)| id),
-                last.as_ref().map(|(_, id)| id),
-                now,
-                thread_id,
-            ])?;
-            let input_message_ids = serde_json::from_str(&input_ids)
-                .map_err(|e| Error::Internal(format!("input_message_ids: {e}")))?;
-            Ok(Begun::Started { input_message_ids })
-        })
-        .await
+                )?
+                .execute(params![
+                    begin.turn_id,
+                    now_ms + begin.lease_ttl_ms,
+                    &*owner,
+                    last.as_ref().map(|(seq, _)| *seq),
+                    last.as_ref().map(|(_, id)| id),
+                    last.as_ref().map(|(_, id)| id),
+                    now,
+                    thread_id,
+                ])?;
+                let input_message_ids = serde_json::from_str(&input_ids)
+                    .map_err(|e| Error::Internal(format!("input_message_ids: {e}")))?;
+                let started = Begun::Started {
+                    input_message_ids,
+                    context: None,
+                };
+                Ok((started, Some((count, incarnation, stored))))
+            })
+            .await?;
+        match (begun, written) {
+            (
+                Begun::Started {
+                    input_message_ids, ..
+                },
+                Some((count, incarnation, stored)),
+            ) => {
+                // When the cached context was the whole thread as this transaction found it,
+                // the turn's context is that plus its input: no read needed.
+                let context =
+                    self.contexts
+                        .extend_if_current(&cache_key, &incarnation, count, stored);
+                Ok(Begun::Started {
+                    input_message_ids,
+                    context,
+                })
+            }
+            (begun, _) => Ok(begun),
+        }
     }
 
     /// Extends a running turn's lease; false when the lease is no longer this turn's.
@@ -347,6 +382,15 @@ impl Storage {
         let Some((turn, output, incarnation, chain)) = finished else {
             return Ok(None);
         };
+        if let Some(reply) = &output {
+            // The next turn finds the reply in its cached context.
+            self.contexts.extend_if_current(
+                &cache_key,
+                &incarnation,
+                reply.seq - 1,
+                vec![reply.clone()],
+            );
+        }
         if let Some(body) = request {
             let last = LastRequest {
                 turn_id: turn.id.clone(),

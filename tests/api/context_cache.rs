@@ -122,3 +122,67 @@ async fn with_the_cache_off_contexts_are_the_same() {
         assert_eq!(sent["messages"].as_array().unwrap().len(), 1 + 5);
     }
 }
+
+#[tokio::test]
+async fn each_turn_sends_exactly_the_thread_so_far() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    for n in 0..12 {
+        let body = match n {
+            4 => json!({"input": format!("turn {n}"), "stream": true}),
+            _ => json!({"input": format!("turn {n}")}),
+        };
+        if n == 7 {
+            // A failed turn keeps its input: the next context includes it, with no reply.
+            for _ in 0..3 {
+                app.fake.push(fake_openrouter::Reply::raw(500, "down\n"));
+            }
+            app.turn(&id, &body)
+                .await
+                .expect_error(502, "upstream_error");
+            continue;
+        }
+        let answer = app.turn(&id, &body).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let stored: Vec<(String, String)> = app
+        .messages(&id)
+        .await
+        .iter()
+        .map(|m| {
+            let content = m["content"].as_str().unwrap_or_default().to_owned();
+            (m["role"].as_str().unwrap().to_owned(), content)
+        })
+        .collect();
+    let mut sent: Vec<String> = app.fake.requests().into_iter().map(|r| r.body).collect();
+    sent.dedup();
+    for body in &sent {
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        let messages: Vec<(String, String)> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let content = m["content"].as_str().unwrap_or_default().to_owned();
+                (m["role"].as_str().unwrap().to_owned(), content)
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            stored[..messages.len()],
+            "a turn sent another history"
+        );
+        assert_eq!(messages.last().unwrap().0, "user");
+    }
+    let lengths: Vec<usize> = sent
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<serde_json::Value>(b).unwrap()["messages"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    // 1, 3, 5, … then the failed turn's input stays without a reply.
+    assert_eq!(lengths, [1, 3, 5, 7, 9, 11, 13, 15, 16, 18, 20, 22]);
+}
