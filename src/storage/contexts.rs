@@ -33,11 +33,45 @@ pub(super) struct Cached {
     pub messages: Context,
 }
 
+/// What is kept of one thread; the thread leaves the cache whole.
+#[derive(Default)]
+struct Entry {
+    context: Option<(Cached, usize)>,
+    /// The thread's last stored upstream request (`audit.rs`).
+    request: Option<(LastRequest, usize)>,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.context.as_ref().map_or(0, |(_, s)| *s) + self.request.as_ref().map_or(0, |(_, s)| *s)
+    }
+}
+
 struct Inner {
-    entries: LruCache<String, (Cached, usize)>,
-    /// Each thread's last stored upstream request (`audit.rs`), under the same budget.
-    requests: LruCache<String, (LastRequest, usize)>,
+    /// Least recently used thread first out.
+    entries: LruCache<String, Entry>,
     bytes: usize,
+}
+
+impl Inner {
+    /// Applies `change` to the entry of `thread_id` (created if missing), keeping `bytes`
+    /// exact and dropping an entry left empty.
+    fn update(&mut self, thread_id: &str, change: impl FnOnce(&mut Entry)) {
+        let entry = match self.entries.get_mut(thread_id) {
+            Some(entry) => entry,
+            None => self
+                .entries
+                .get_or_insert_mut(thread_id.to_owned(), Entry::default),
+        };
+        let before = entry.size();
+        change(entry);
+        let after = entry.size();
+        let empty = entry.context.is_none() && entry.request.is_none();
+        self.bytes = self.bytes - before + after;
+        if empty {
+            self.entries.pop(thread_id);
+        }
+    }
 }
 
 impl ContextCache {
@@ -47,7 +81,6 @@ impl ContextCache {
             budget,
             inner: Mutex::new(Inner {
                 entries: LruCache::unbounded(),
-                requests: LruCache::unbounded(),
                 bytes: 0,
             }),
         }
@@ -57,7 +90,9 @@ impl ContextCache {
         if self.budget == 0 {
             return None;
         }
-        self.lock().entries.get(thread_id).map(|(c, _)| c.clone())
+        let mut inner = self.lock();
+        let entry = inner.entries.get(thread_id)?;
+        entry.context.as_ref().map(|(c, _)| c.clone())
     }
 
     pub(super) fn put(&self, thread_id: &str, context: Cached) {
@@ -66,16 +101,10 @@ impl ContextCache {
             .iter()
             .map(|m| approximate_size(m))
             .sum::<usize>();
-        if size > self.budget / 4 {
-            // One huge thread would evict everything else; it is read from the database.
-            self.remove(thread_id);
-            return;
-        }
+        // One huge thread would evict everything else: it is read from the database.
+        let kept = (size <= self.budget / 4).then_some((context, size));
         let mut inner = self.lock();
-        if let Some((_, old)) = inner.entries.put(thread_id.to_owned(), (context, size)) {
-            inner.bytes -= old;
-        }
-        inner.bytes += size;
+        inner.update(thread_id, |entry| entry.context = kept);
         self.evict(&mut inner);
     }
 
@@ -93,7 +122,7 @@ impl ContextCache {
             return None;
         }
         let mut inner = self.lock();
-        let (cached, _) = inner.entries.get(thread_id)?;
+        let (cached, _) = inner.entries.get(thread_id)?.context.as_ref()?;
         let current = &*cached.incarnation == incarnation
             && cached.messages.len() as i64 == count
             && cached.messages.last().is_some_and(|m| m.seq == count);
@@ -117,47 +146,36 @@ impl ContextCache {
         if self.budget == 0 {
             return None;
         }
-        self.lock().requests.get(thread_id).map(|(r, _)| r.clone())
+        let mut inner = self.lock();
+        let entry = inner.entries.get(thread_id)?;
+        entry.request.as_ref().map(|(r, _)| r.clone())
     }
 
     pub(super) fn put_last_request(&self, thread_id: &str, request: LastRequest) {
-        let size = request.body.len() + request.turn_id.len();
-        if size > self.budget / 4 {
-            let mut inner = self.lock();
-            if let Some((_, old)) = inner.requests.pop(thread_id) {
-                inner.bytes -= old;
-            }
+        if self.budget == 0 {
             return;
         }
+        let size = request.body.len() + request.turn_id.len();
+        let kept = (size <= self.budget / 4).then_some((request, size));
         let mut inner = self.lock();
-        if let Some((_, old)) = inner.requests.put(thread_id.to_owned(), (request, size)) {
-            inner.bytes -= old;
-        }
-        inner.bytes += size;
+        inner.update(thread_id, |entry| entry.request = kept);
         self.evict(&mut inner);
     }
 
-    /// Drops least recently used entries, requests first (losing one only means the next
-    /// request is stored whole), until the cache fits its budget.
+    /// Drops least recently used threads until the cache fits its budget.
     fn evict(&self, inner: &mut Inner) {
         while inner.bytes > self.budget {
-            if let Some((_, (_, evicted))) = inner.requests.pop_lru() {
-                inner.bytes -= evicted;
-            } else if let Some((_, (_, evicted))) = inner.entries.pop_lru() {
-                inner.bytes -= evicted;
-            } else {
-                break;
+            match inner.entries.pop_lru() {
+                Some((_, evicted)) => inner.bytes -= evicted.size(),
+                None => break,
             }
         }
     }
 
     pub(super) fn remove(&self, thread_id: &str) {
         let mut inner = self.lock();
-        if let Some((_, size)) = inner.entries.pop(thread_id) {
-            inner.bytes -= size;
-        }
-        if let Some((_, size)) = inner.requests.pop(thread_id) {
-            inner.bytes -= size;
+        if let Some(entry) = inner.entries.pop(thread_id) {
+            inner.bytes -= entry.size();
         }
     }
 
@@ -252,6 +270,32 @@ mod tests {
         );
         cache.remove("a");
         assert_eq!(cache.lock().bytes, 0);
+    }
+
+    #[test]
+    fn a_thread_leaves_with_its_last_request_and_requests_count_in_the_budget() {
+        let one = approximate_size(&context("a", 1, 1000).messages[0]);
+        let cache = ContextCache::new(one * 8);
+        let request = |turn: &str| LastRequest {
+            turn_id: turn.into(),
+            body: "r".repeat(one).into(),
+            chain: 0,
+            incarnation: "i".into(),
+        };
+        cache.put("a", context("a", 2, 1000));
+        cache.put_last_request("a", request("t1"));
+        cache.put("b", context("b", 2, 1000));
+        cache.put_last_request("b", request("t2"));
+        assert!(cache.last_request("a").is_some()); // a is now more recent than b
+        cache.put("c", context("c", 2, 1000));
+        cache.put_last_request("c", request("t3"));
+        // 3 x (2 + 1) > 8: the least recently used thread left, context and request.
+        assert!(cache.get("b").is_none() && cache.last_request("b").is_none());
+        assert!(cache.get("a").is_some() && cache.last_request("a").is_some());
+        cache.remove("a");
+        assert!(cache.last_request("a").is_none());
+        let expected = 2 * one + one + "t3".len();
+        assert_eq!(cache.lock().bytes, expected);
     }
 
     #[test]

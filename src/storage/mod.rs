@@ -10,6 +10,7 @@
 //! "complete this turn") so that a PostgreSQL implementation can sit behind it later.
 
 mod audit;
+mod checkpointer;
 mod contexts;
 mod export;
 mod keys;
@@ -98,6 +99,8 @@ pub struct Storage {
     contexts: std::sync::Arc<contexts::ContextCache>,
     /// This process, as named in the leases it takes.
     owner: std::sync::Arc<str>,
+    /// Checkpoints the write-ahead log beside the writer; stopped by `close`.
+    checkpointer: std::sync::Arc<std::sync::Mutex<checkpointer::Checkpointer>>,
 }
 
 impl Storage {
@@ -122,7 +125,8 @@ impl Storage {
         }
         let mut write = options.connect().await?;
         MIGRATOR.run(&mut write).await.map_err(sqlx::Error::from)?;
-        let readers = readers::Readers::open(options.get_filename())?;
+        let path = options.get_filename().to_owned();
+        let readers = readers::Readers::open(&path)?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -130,12 +134,14 @@ impl Storage {
             .await?;
         let writer = writer::Writer::start(write, durable)
             .map_err(|e| Error::Internal(format!("starting the writer thread: {e}")))?;
+        let checkpointer = checkpointer::Checkpointer::start(&path)?;
         Ok(Self {
             writer,
             readers: std::sync::Arc::new(readers),
             contexts: std::sync::Arc::new(contexts::ContextCache::new(DEFAULT_CONTEXT_CACHE)),
             read,
             owner: owner::current().into(),
+            checkpointer: std::sync::Arc::new(std::sync::Mutex::new(checkpointer)),
         })
     }
 
@@ -154,6 +160,9 @@ impl Storage {
 
     pub async fn close(&self) {
         self.writer.stop().await;
+        if let Ok(mut checkpointer) = self.checkpointer.lock() {
+            checkpointer.stop();
+        }
         self.read.close().await;
     }
 

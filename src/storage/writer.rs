@@ -21,6 +21,7 @@ use std::any::Any;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpointer::WRITER_AUTOCHECKPOINT;
 use super::Error;
 
 /// The most writes one transaction carries.
@@ -127,6 +128,11 @@ fn own_connection(
             match unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) } {
                 Ok(db) => {
                     db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                    // Checkpoints run beside the writer (checkpointer.rs).
+                    let threshold = format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}");
+                    if let Err(e) = db.execute_batch(&threshold) {
+                        tracing::warn!(error = %e, "could not raise the writer's checkpoint threshold");
+                    }
                     let stop = run(&db, &mut queue, durable);
                     // Finalizes the cached statements while the handle is still ours.
                     drop(db);
