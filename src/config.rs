@@ -77,8 +77,8 @@ pub struct ServeArgs {
     pub max_body: String,
 
     /// Memory for thread contexts kept between turns, so a turn reads only the messages
-    /// added since the last one (e.g. `64MiB`; `0` turns the cache off).
-    #[arg(long, env = "THREADKEEPER_CONTEXT_CACHE", default_value = "64MiB")]
+    /// added since the last one (e.g. `32MiB`; `0` turns the cache off).
+    #[arg(long, env = "THREADKEEPER_CONTEXT_CACHE", default_value = "32MiB")]
     pub context_cache: String,
 
     /// Upstream calls per turn in total, retries included.

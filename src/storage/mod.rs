@@ -1,10 +1,13 @@
 //! Storage: the only place with SQL. SQLite in WAL mode with foreign keys on, a busy
 //! timeout and `synchronous=FULL`, so a turn acknowledged to a client survives a crash.
 //!
-//! Every write of the process goes through one writer task on one connection (`writer.rs`),
+//! Every write of the process goes through one writer thread on one connection (`writer.rs`),
 //! which batches the writes of concurrent requests into one `BEGIN IMMEDIATE` transaction
-//! and answers each only once that transaction is durable (group commit). Reads use their
-//! own small pool and never wait for writers (WAL).
+//! and answers each only once that transaction is durable (group commit); a checkpoint
+//! thread keeps the log short beside it (`checkpointer.rs`). Reads never wait for writers
+//! (WAL): the hot ones on pooled rusqlite connections (`readers.rs`), the rest on sqlx's
+//! pool. Thread contexts are cached between turns (`contexts.rs`) and audit requests stored
+//! as differences (`audit.rs`).
 //!
 //! The interface is shaped as whole operations ("create this thread", "begin this turn",
 //! "complete this turn") so that a PostgreSQL implementation can sit behind it later.
@@ -39,7 +42,7 @@ pub use messages::sha256_hex;
 pub use turns::{BeginTurn, Begun, TurnOutcome};
 
 /// The context cache's size unless configured (`--context-cache`).
-pub const DEFAULT_CONTEXT_CACHE: usize = 64 << 20;
+pub const DEFAULT_CONTEXT_CACHE: usize = 32 << 20;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
