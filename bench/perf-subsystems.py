@@ -5,8 +5,8 @@
 
 Each sample is put in one bucket, decided on its whole stack: kernel samples by what the
 kernel was doing (scheduling/futex, disk write+fsync, loopback TCP, ...), user samples by the
-innermost frame that belongs to a known library (SQLite, sqlx, tokio, hyper, tracing, ...).
-Prints the share of each bucket, overall and per thread kind (tokio workers, sqlx workers).
+innermost frame that belongs to a known library (SQLite, sqlx, rusqlite, tokio, hyper, ...).
+Prints the share of each bucket, overall and per thread kind (tokio workers, the writer, ...).
 """
 
 import re
@@ -14,7 +14,7 @@ import sys
 from collections import Counter, defaultdict
 
 KERNEL = [
-    ("kernel: futex (thread hand-offs: tokio <-> sqlx worker threads)",
+    ("kernel: futex (thread hand-offs between tokio, writer and driver threads)",
      re.compile(r"__x64_sys_futex|futex_wait|futex_wake")),
     ("kernel: epoll_wait (tokio worker parking)", re.compile(r"epoll_wait|epoll_pwait")),
     ("kernel: eventfd writes (tokio waking a parked worker)",
@@ -33,6 +33,7 @@ USER = [
     ("memcpy/memmove/memcmp", re.compile(r"^__mem(move|cpy|set|cmp)|^mem(cpy|move|set|cmp)")),
     ("SQLite engine", re.compile(r"^(sqlite3|pcache|wal|btree|vdbe|getPage|releaseMem|moveTo|balance|pager|unixSync|unixWrite|unixRead|fillInCell|insertCell|accessPayload|yy|lookupName|resolve|whereLoop|whereShortCut|exprAnalyze|blobSeekToRow)", re.I)),
     ("sqlx driver", re.compile(r"sqlx_")),
+    ("rusqlite driver", re.compile(r"rusqlite::")),
     ("flume channels (sqlx <-> its worker thread)", re.compile(r"flume::")),
     ("tracing / logging", re.compile(r"tracing|nu_ansi_term|fmt::format::Format")),
     ("JSON (serde_json, hand-written writers)", re.compile(r"serde_json|threadkeeper::domain::json|threadkeeper::http::views|ObjectWriter|raw_value")),
@@ -67,6 +68,10 @@ def classify(frames):
 def thread_kind(comm):
     if comm.startswith("sqlx-sqlite"):
         return "sqlx worker threads"
+    if comm.startswith("threadkeeper-wr"):
+        return "writer thread"
+    if comm.startswith("threadkeeper-ch"):
+        return "checkpoint thread"
     if comm.startswith("tokio"):
         return "tokio worker threads"
     return "other threads"
