@@ -172,7 +172,7 @@ fn extend_context(
     let mut select = conn.prepare_cached(&sql)?;
     let mut found = select.query(params![thread_id, last.seq, &*cached.incarnation])?;
     match found.next()? {
-        Some(row) if rows::message(row)?.id == last.id => {}
+        Some(row) if row.get::<_, String>("id")? == last.id => {}
         _ => return Ok(None),
     }
     let mut messages = Vec::with_capacity(cached.messages.len() + 2);

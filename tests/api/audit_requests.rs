@@ -93,16 +93,12 @@ async fn every_audit_request_reads_back_as_sent_however_it_was_stored() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("thread.ndjson");
     std::fs::write(&file, &export.text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
-        .args([
-            "import",
-            file.to_str().unwrap(),
-            "--database-url",
-            &other.db_url,
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run threadkeeper");
+    let out = run_cli(&[
+        "import",
+        file.to_str().unwrap(),
+        "--database-url",
+        &other.db_url,
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert_audits_match_what_was_sent(&other.api, &sent, &id).await;
     let again = other.get(&format!("/v1/threads/{id}/export")).await;

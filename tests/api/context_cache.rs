@@ -2,19 +2,9 @@
 //! another process adds, and a thread another process deletes and imports again with other
 //! content, show in the next context exactly as the database has them.
 
-use std::process::Command;
-
 use serde_json::json;
 
 use crate::helpers::*;
-
-fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run threadkeeper")
-}
 
 /// The `content` of each message of a context body.
 fn contents(context: &str) -> Vec<String> {
@@ -86,7 +76,7 @@ async fn a_thread_another_process_deletes_and_imports_again_is_read_anew() {
         .delete(&format!("/v1/threads/{id}"))
         .await
         .expect(200);
-    let out = cli(&[
+    let out = run_cli(&[
         "import",
         file.to_str().unwrap(),
         "--database-url",

@@ -49,6 +49,15 @@ pub const AMBIENT_ENV: [&str; 15] = [
     "THREADKEEPER_CONTEXT_CACHE",
 ];
 
+/// Runs a `threadkeeper` command (export, import, keys, ...) to its end, logging at warn.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run threadkeeper")
+}
+
 /// Runs `serve` on a fresh database with `extra` flags, expecting it to refuse to start;
 /// returns its stderr. Bounded: a serve that wrongly accepts the flags would run forever.
 pub async fn serve_refusing(extra: &[&str]) -> String {

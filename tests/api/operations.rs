@@ -2,7 +2,6 @@
 //! logs, and export -> import -> export is byte-identical.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use fake_openrouter::Reply;
 use serde_json::{json, Value};
@@ -181,14 +180,6 @@ async fn one_request_id_is_on_every_log_line_of_a_turn() {
     }
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run threadkeeper")
-}
-
 #[tokio::test]
 async fn export_import_export_is_byte_identical() {
     let app = spawn_app().await;
@@ -234,7 +225,7 @@ async fn export_import_export_is_byte_identical() {
     );
 
     let db = app.db_url.clone();
-    let out = cli(&["export", "--thread", &id, "--database-url", &db]);
+    let out = run_cli(&["export", "--thread", &id, "--database-url", &db]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -246,7 +237,7 @@ async fn export_import_export_is_byte_identical() {
     let file = other.path().join("thread.ndjson");
     std::fs::write(&file, &http.text).unwrap();
     let other_db = db_url_in(other.path());
-    let out = cli(&[
+    let out = run_cli(&[
         "import",
         file.to_str().unwrap(),
         "--database-url",
@@ -254,7 +245,7 @@ async fn export_import_export_is_byte_identical() {
     ]);
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty(), "commands keep stdout for output");
-    let out = cli(&["export", "--thread", &id, "--database-url", &other_db]);
+    let out = run_cli(&["export", "--thread", &id, "--database-url", &other_db]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -263,7 +254,7 @@ async fn export_import_export_is_byte_identical() {
     );
 
     // Importing twice is refused and changes nothing.
-    let out = cli(&[
+    let out = run_cli(&[
         "import",
         file.to_str().unwrap(),
         "--database-url",
@@ -279,7 +270,7 @@ async fn export_import_export_is_byte_identical() {
     )
     .unwrap();
     let fresh = tempfile::tempdir().unwrap();
-    let out = cli(&[
+    let out = run_cli(&[
         "import",
         damaged.to_str().unwrap(),
         "--database-url",
