@@ -41,9 +41,16 @@ impl Checkpointer {
             .name("threadkeeper-checkpoint".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(PERIOD) {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "checkpoint failed; retrying");
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        Ok(()) => {}
+                        // Another process's checkpoint is running: its work is this one's.
+                        Err(rusqlite::Error::SqliteFailure(e, _))
+                            if matches!(
+                                e.code,
+                                rusqlite::ErrorCode::DatabaseBusy
+                                    | rusqlite::ErrorCode::DatabaseLocked
+                            ) => {}
+                        Err(e) => tracing::warn!(error = %e, "checkpoint failed; retrying"),
                     }
                 }
             })

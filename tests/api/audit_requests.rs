@@ -104,3 +104,25 @@ async fn every_audit_request_reads_back_as_sent_however_it_was_stored() {
     let again = other.get(&format!("/v1/threads/{id}/export")).await;
     assert_eq!(again.text, export.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_alternating_between_two_processes_audit_exactly() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer();
+    let peer_api = peer.api();
+    let id = app
+        .new_thread_id(&json!({"system": "a system prompt long enough to share bytes"}))
+        .await;
+    for n in 0..8 {
+        // Each process stores a request as a difference from the last one *it* stored,
+        // which is not always the thread's last.
+        let api = if n % 3 == 1 { &peer_api } else { &app.api };
+        let body = json!({"input": format!("turn {n}: a question with enough words in it")});
+        let reply = api.turn(&id, &body).await;
+        assert_eq!(reply.status, 200, "turn {n}: {reply:?}");
+    }
+    let sent: Vec<String> = app.fake.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(sent.len(), 8);
+    assert_audits_match_what_was_sent(&app.api, &sent, &id).await;
+    assert_audits_match_what_was_sent(&peer_api, &sent, &id).await;
+}
