@@ -161,12 +161,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Closes every connection, the writer's last: the last connection to close checkpoints
+    /// the write-ahead log into the database file and removes it, so a stopped service
+    /// leaves one self-contained file.
     pub async fn close(&self) {
-        self.writer.stop().await;
+        self.readers.close();
         if let Ok(mut checkpointer) = self.checkpointer.lock() {
             checkpointer.stop();
         }
         self.read.close().await;
+        self.writer.stop().await;
     }
 
     /// Readiness: the database answers a query.

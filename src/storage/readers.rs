@@ -7,6 +7,7 @@
 //! profile). The rest of the reads (lists, exports, audit records) stay on sqlx's pool.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ const STATEMENT_CACHE: usize = 32;
 pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
+    /// After `close`, connections are closed when given back instead of kept.
+    closed: AtomicBool,
 }
 
 impl Readers {
@@ -31,6 +34,7 @@ impl Readers {
         let readers = Self {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         };
         let first = readers.connect()?;
         readers.give_back(first);
@@ -52,6 +56,12 @@ impl Readers {
         result
     }
 
+    /// Closes the idle connections (at shutdown).
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.lock().clear();
+    }
+
     fn connect(&self) -> Result<rusqlite::Connection, Error> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -64,7 +74,7 @@ impl Readers {
 
     fn give_back(&self, conn: rusqlite::Connection) {
         let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE && !self.closed.load(Ordering::SeqCst) {
             idle.push(conn);
         }
     }

@@ -194,3 +194,37 @@ async fn sigterm_on_an_idle_service_exits_zero_at_once() {
     app.restart();
     assert_eq!(app.messages(&id).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_leaves_one_self_contained_database_file() {
+    let mut app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.turn_ok(&id, &json!({"input": "keep me"})).await;
+    app.context(&id, "").await; // a pooled reader has the file open too
+    app.service.signal("TERM");
+    let status = app
+        .service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exited");
+    assert!(status.success(), "{status:?}");
+    let wal = app.db_path().with_extension("db-wal");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "the write-ahead log was left behind"
+    );
+    // The .db file alone holds everything: copy it without its companions and read it.
+    let copy = tempfile::tempdir().unwrap();
+    let file = copy.path().join("alone.db");
+    std::fs::copy(app.db_path(), &file).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             print(c.execute('SELECT count(*) FROM messages').fetchone()[0])",
+        ])
+        .arg(&file)
+        .output()
+        .expect("run python3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "{out:?}");
+}
