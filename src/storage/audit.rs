@@ -227,6 +227,31 @@ mod tests {
         assert_eq!(stored.rest, "è");
     }
 
+    proptest::proptest! {
+        /// Whatever two requests look like (any text, multi-byte characters, shared prefixes
+        /// of any length), storing one as a difference from the other rebuilds it exactly.
+        #[test]
+        fn a_request_stored_as_a_difference_rebuilds_byte_for_byte(
+            common in "(\\PC|é|😀){0,600}",
+            before in "(\\PC|è|😀){0,40}",
+            after in "(\\PC|ê|😀){0,40}",
+        ) {
+            let previous_body = format!("{common}{before}");
+            let request = format!("{common}{after}");
+            let previous = last("t", &previous_body, 0);
+            let stored = split(Some(&previous), &request);
+            let pieces = match stored.base {
+                Some((_, shared)) => vec![(None, previous_body.clone()), (Some(shared), stored.rest.to_owned())],
+                None => vec![(None, stored.rest.to_owned())],
+            };
+            proptest::prop_assert_eq!(join(&pieces).ok(), Some(request.clone()));
+            if let Some((_, shared)) = stored.base {
+                proptest::prop_assert!(shared as usize >= MIN_SHARED);
+                proptest::prop_assert!(request.is_char_boundary(shared as usize));
+            }
+        }
+    }
+
     #[test]
     fn an_export_rebuilds_chains_in_any_order_and_refuses_a_broken_one() {
         let one = "a".repeat(300);
