@@ -16,6 +16,7 @@ use super::{row_in_thread, thread_of_tenant, Claim, Error, ReadConn, Storage, Tx
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::MessageRecord;
+use crate::telemetry::metrics as m;
 
 /// Hex SHA-256 of stored reasoning bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -120,9 +121,11 @@ impl Storage {
         let fresh = self.readers.read(|conn| {
             if let Some(cached) = &cached {
                 if let Some(extended) = extend_context(conn, thread_id, cached)? {
+                    metrics::counter!(m::CONTEXT_READS, "source" => "delta").increment(1);
                     return Ok(Some(extended));
                 }
             }
+            metrics::counter!(m::CONTEXT_READS, "source" => "database").increment(1);
             // The thread's incarnation rides on every row: one statement, one snapshot.
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS}, (SELECT incarnation FROM threads WHERE id = ?1) \

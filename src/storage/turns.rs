@@ -19,6 +19,7 @@ use super::{owner, row_in_thread, thread_of_tenant, Error, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, TurnRecord, UsageTotals};
+use crate::telemetry::metrics as m;
 
 pub struct BeginTurn {
     pub turn_id: String,
@@ -211,6 +212,9 @@ impl Storage {
                 let context =
                     self.contexts
                         .extend_if_current(&cache_key, &incarnation, count, stored);
+                if context.is_some() {
+                    metrics::counter!(m::CONTEXT_READS, "source" => "cache").increment(1);
+                }
                 Ok(Begun::Started {
                     input_message_ids,
                     context,

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpointer::WRITER_AUTOCHECKPOINT;
 use super::Error;
+use crate::telemetry::metrics as m;
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 256;
@@ -194,6 +195,7 @@ fn run(
             }
         }
         if !batch.is_empty() {
+            metrics::histogram!(m::WRITE_BATCH).record(batch.len() as f64);
             // A batch that only holds deferred writes commits without an fsync.
             let want = durable && batch.iter().any(|job| job.sync);
             let begin = match (syncing == Some(want), want) {

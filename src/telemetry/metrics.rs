@@ -19,6 +19,11 @@ pub const UPSTREAM_DURATION: &str = "threadkeeper_upstream_request_duration_seco
 pub const UPSTREAM_ATTEMPTS: &str = "threadkeeper_upstream_attempts_total";
 pub const TOKENS: &str = "threadkeeper_tokens_total";
 pub const COST: &str = "threadkeeper_cost_total";
+pub const CONTEXT_READS: &str = "threadkeeper_context_reads_total";
+pub const WRITE_BATCH: &str = "threadkeeper_write_batch_size";
+
+/// Writes per group-commit transaction.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// Seconds, from sub-millisecond service work to multi-minute reasoning calls.
 const BUCKETS: [f64; 16] = [
@@ -34,6 +39,9 @@ pub fn install() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(WRITE_BATCH.into()), &BATCH_BUCKETS)
+                })
                 .and_then(|b| b.install_recorder());
             match recorder {
                 Ok(handle) => {
@@ -71,6 +79,16 @@ fn describe() {
     describe_gauge!(
         COST,
         "Cost reported by the upstream (OpenRouter credits), cumulative"
+    );
+    describe_counter!(
+        CONTEXT_READS,
+        "Thread contexts built, by source: cache (no read), delta (only new messages read), \
+         database (the whole thread read)"
+    );
+    describe_histogram!(
+        WRITE_BATCH,
+        Unit::Count,
+        "Writes committed together in one group-commit transaction"
     );
 }
 

@@ -55,6 +55,15 @@ async fn metrics_count_completed_and_failed_turns_under_route_templates() {
     assert_eq!(get(r#"threadkeeper_turns_total{status="completed"}"#), 2.0);
     assert_eq!(get(r#"threadkeeper_turns_total{status="failed"}"#), 1.0);
     assert_eq!(get("threadkeeper_turns_in_progress"), 0.0);
+    // The first turn read the thread; the next two found their context in the cache.
+    assert_eq!(
+        get(r#"threadkeeper_context_reads_total{source="database"}"#),
+        1.0
+    );
+    assert_eq!(get(r#"threadkeeper_context_reads_total{source="cache"}"#), 2.0);
+    // The start-up sweep, the create, then an opening and a closing write per turn: 8 writes,
+    // however they were batched.
+    assert_eq!(get("threadkeeper_write_batch_size_sum"), 8.0);
     assert_eq!(
         get(&format!(
             "threadkeeper_http_requests_total{{{turns},status=\"200\"}}"
