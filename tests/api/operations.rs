@@ -60,7 +60,10 @@ async fn metrics_count_completed_and_failed_turns_under_route_templates() {
         get(r#"threadkeeper_context_reads_total{source="database"}"#),
         1.0
     );
-    assert_eq!(get(r#"threadkeeper_context_reads_total{source="cache"}"#), 2.0);
+    assert_eq!(
+        get(r#"threadkeeper_context_reads_total{source="cache"}"#),
+        2.0
+    );
     // The start-up sweep, the create, then an opening and a closing write per turn: 8 writes,
     // however they were batched.
     assert_eq!(get("threadkeeper_write_batch_size_sum"), 8.0);
