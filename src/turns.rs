@@ -167,7 +167,7 @@ async fn drive(
                 &thread_id,
                 &turn_id,
                 TurnOutcome::Failed { error },
-                &audit,
+                audit,
                 latency_ms,
             )
             .await
@@ -239,9 +239,10 @@ async fn call_and_store(
             (TurnOutcome::Failed { error }, Some(failure))
         }
     };
+    let attempts = exchange.audit.attempts;
     let (turn, output) = state
         .storage
-        .finish_turn(&thread.id, turn_id, outcome, &exchange.audit, latency_ms)
+        .finish_turn(&thread.id, turn_id, outcome, exchange.audit, latency_ms)
         .await?
         .ok_or_else(|| {
             ApiError::Internal("the turn lost its lease to another process before it ended".into())
@@ -249,17 +250,11 @@ async fn call_and_store(
     if let Some(failure) = failure {
         warn!(
             upstream_status = failure.upstream_status,
-            attempts = exchange.audit.attempts,
-            "turn failed: {}",
-            failure.message
+            attempts, "turn failed: {}", failure.message
         );
         return Err(ApiError::Turn(failure));
     }
-    info!(
-        latency_ms,
-        attempts = exchange.audit.attempts,
-        "turn completed"
-    );
+    info!(latency_ms, attempts, "turn completed");
     Ok((turn, output))
 }
 

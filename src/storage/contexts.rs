@@ -26,11 +26,40 @@ pub(super) struct ContextCache {
     inner: Mutex<Inner>,
 }
 
-/// A thread's context as read, with the incarnation of the thread it was read from.
+/// A thread's context as read, with the incarnation of the thread it was read from and its
+/// approximate size (kept as it grows, not summed again).
 #[derive(Clone)]
 pub(super) struct Cached {
     pub incarnation: Arc<str>,
     pub messages: Context,
+    bytes: usize,
+}
+
+impl Cached {
+    pub(super) fn new(incarnation: Arc<str>, messages: Vec<Arc<MessageRecord>>) -> Self {
+        let bytes = messages.iter().map(|m| approximate_size(m)).sum();
+        Self {
+            incarnation,
+            messages: Arc::new(messages),
+            bytes,
+        }
+    }
+
+    /// This context followed by `added` (sharing the messages it already holds).
+    pub(super) fn extended(&self, added: impl IntoIterator<Item = Arc<MessageRecord>>) -> Self {
+        let mut messages = Vec::with_capacity(self.messages.len() + 2);
+        messages.extend(self.messages.iter().cloned());
+        let mut bytes = self.bytes;
+        for message in added {
+            bytes += approximate_size(&message);
+            messages.push(message);
+        }
+        Self {
+            incarnation: self.incarnation.clone(),
+            messages: Arc::new(messages),
+            bytes,
+        }
+    }
 }
 
 /// What is kept of one thread; the thread leaves the cache whole.
@@ -57,12 +86,9 @@ impl Inner {
     /// Applies `change` to the entry of `thread_id` (created if missing), keeping `bytes`
     /// exact and dropping an entry left empty.
     fn update(&mut self, thread_id: &str, change: impl FnOnce(&mut Entry)) {
-        let entry = match self.entries.get_mut(thread_id) {
-            Some(entry) => entry,
-            None => self
-                .entries
-                .get_or_insert_mut(thread_id.to_owned(), Entry::default),
-        };
+        let entry = self
+            .entries
+            .get_or_insert_mut(thread_id.to_owned(), Entry::default);
         let before = entry.size();
         change(entry);
         let after = entry.size();
@@ -96,16 +122,16 @@ impl ContextCache {
     }
 
     pub(super) fn put(&self, thread_id: &str, context: Cached) {
-        let size = context
-            .messages
-            .iter()
-            .map(|m| approximate_size(m))
-            .sum::<usize>();
+        let mut inner = self.lock();
+        self.put_locked(&mut inner, thread_id, context);
+    }
+
+    fn put_locked(&self, inner: &mut Inner, thread_id: &str, context: Cached) {
+        let size = context.bytes;
         // One huge thread would evict everything else: it is read from the database.
         let kept = (size <= self.budget / 4).then_some((context, size));
-        let mut inner = self.lock();
         inner.update(thread_id, |entry| entry.context = kept);
-        self.evict(&mut inner);
+        self.evict(inner);
     }
 
     /// When the cached context of `thread_id` is its whole first `count` messages (in this
@@ -129,16 +155,9 @@ impl ContextCache {
         if !current {
             return None;
         }
-        let mut messages = Vec::with_capacity(cached.messages.len() + added.len());
-        messages.extend(cached.messages.iter().cloned());
-        messages.extend(added.into_iter().map(Arc::new));
-        let context: Context = Arc::new(messages);
-        let entry = Cached {
-            incarnation: cached.incarnation.clone(),
-            messages: context.clone(),
-        };
-        drop(inner);
-        self.put(thread_id, entry);
+        let grown = cached.extended(added.into_iter().map(Arc::new));
+        let context = grown.messages.clone();
+        self.put_locked(&mut inner, thread_id, grown);
         Some(context)
     }
 
@@ -219,23 +238,18 @@ mod tests {
     use super::*;
 
     fn context(thread: &str, n: usize, content_len: usize) -> Cached {
-        let messages = Arc::new(
-            (0..n)
-                .map(|i| {
-                    Arc::new(MessageRecord {
-                        id: format!("m{i}"),
-                        thread_id: thread.into(),
-                        seq: i as i64 + 1,
-                        content: Some("x".repeat(content_len)),
-                        ..Default::default()
-                    })
+        let messages = (0..n)
+            .map(|i| {
+                Arc::new(MessageRecord {
+                    id: format!("m{i}"),
+                    thread_id: thread.into(),
+                    seq: i as i64 + 1,
+                    content: Some("x".repeat(content_len)),
+                    ..Default::default()
                 })
-                .collect(),
-        );
-        Cached {
-            incarnation: "i".into(),
-            messages,
-        }
+            })
+            .collect();
+        Cached::new("i".into(), messages)
     }
 
     #[test]

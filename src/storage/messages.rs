@@ -141,10 +141,7 @@ impl Storage {
                 }
                 messages.push(Arc::new(rows::message(row)?));
             }
-            Ok(incarnation.map(|incarnation| Cached {
-                incarnation,
-                messages: Arc::new(messages),
-            }))
+            Ok(incarnation.map(|incarnation| Cached::new(incarnation, messages)))
         })?;
         match fresh {
             Some(fresh) => {
@@ -178,15 +175,11 @@ fn extend_context(
         Some(row) if row.get::<_, String>("id")? == last.id => {}
         _ => return Ok(None),
     }
-    let mut messages = Vec::with_capacity(cached.messages.len() + 2);
-    messages.extend(cached.messages.iter().cloned());
+    let mut added = Vec::new();
     while let Some(row) = found.next()? {
-        messages.push(Arc::new(rows::message(row)?));
+        added.push(Arc::new(rows::message(row)?));
     }
-    Ok(Some(Cached {
-        incarnation: cached.incarnation.clone(),
-        messages: Arc::new(messages),
-    }))
+    Ok(Some(cached.extended(added)))
 }
 
 /// A message-id cursor resolved to its `seq`; `Err(id)` when it is not in this thread.

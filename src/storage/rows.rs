@@ -114,7 +114,8 @@ pub(super) const TURN_SUMMARY_COLUMNS: &str = "id, thread_id, status, input_mess
      NULL AS upstream_response, upstream_response_json, upstream_status, upstream_attempts, \
      upstream_started_at, upstream_finished_at";
 
-/// `TURN_COLUMNS` with the response but not the request: what answering a turn again needs.
+/// `TURN_COLUMNS` with the response but not the request: what answering a turn again needs,
+/// and a single turn's read, whose request is rebuilt from its stored pieces (`audit.rs`).
 pub(super) const TURN_REPLAY_COLUMNS: &str = "id, thread_id, status, input_message_ids, \
      output_message_id, model, created_at, completed_at, latency_ms, usage, generation_id, \
      error, idempotency_key, request_sha256, NULL AS upstream_request, upstream_response, \

@@ -13,7 +13,7 @@ use super::audit::{self, LastRequest};
 use super::contexts::Context;
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
-use super::rows::{self, MESSAGE_COLUMNS, TURN_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
+use super::rows::{self, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease, ThreadState};
 use super::{owner, row_in_thread, thread_of_tenant, Error, Storage, Tx};
 use crate::domain::ids;
@@ -252,15 +252,14 @@ impl Storage {
         thread_id: &str,
         turn_id: &str,
         outcome: TurnOutcome,
-        audit: &AuditRecord,
+        mut audit: AuditRecord,
         latency_ms: i64,
     ) -> Result<Option<(TurnRecord, Option<MessageRecord>)>, Error> {
         let now = ids::now();
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
-        let audit = audit.clone();
         // The request as sent, kept to store the thread's next request as a difference.
-        let request: Option<Arc<str>> = audit.request.as_deref().map(Arc::from);
+        let request: Option<Arc<str>> = audit.request.take().map(Arc::from);
         let previous = self.contexts.last_request(&thread_id);
         // Stored as a difference from `previous` if the thread is still the one `previous`
         // was stored in (a thread deleted and imported again under its id is not).
@@ -414,14 +413,13 @@ impl Storage {
         turn_id: &str,
     ) -> Result<Option<TurnRecord>, Error> {
         let mut conn = self.reader().await?;
-        let table = ("turns", TURN_COLUMNS);
+        // The request is read once, by following its chain (audit.rs), not with the row.
+        let table = ("turns", TURN_REPLAY_COLUMNS);
         let found = row_in_thread(&mut conn, table, rows::turn, tenant, thread_id, turn_id).await?;
         let Some(mut turn) = found else {
             return Ok(None);
         };
-        if turn.audit.request.is_some() {
-            turn.audit.request = audit::whole_request(&mut conn, turn_id).await?;
-        }
+        turn.audit.request = audit::whole_request(&mut conn, turn_id).await?;
         Ok(Some(turn))
     }
 
@@ -560,7 +558,7 @@ fn release(tx: &Tx, thread_id: &str, turn_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// One turn, read inside a write transaction, with `columns` (`TURN_COLUMNS` or
+/// One turn, read inside a write transaction, with `columns` (`TURN_REPLAY_COLUMNS` or
 /// `TURN_SUMMARY_COLUMNS`).
 fn fetch_turn(tx: &Tx, turn_id: &str, columns: &str) -> Result<Option<TurnRecord>, Error> {
     let sql = format!("SELECT {columns} FROM turns WHERE id = ?");

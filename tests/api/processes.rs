@@ -269,6 +269,20 @@ async fn migrate_command_prepares_a_database_and_serve_uses_it() {
     api.turn_ok(&id, &json!({"input": "hi"})).await;
 }
 
+#[test]
+fn an_in_memory_database_is_refused_with_a_message() {
+    // Its reader connections would each see their own empty database.
+    for command in ["migrate", "serve"] {
+        let out = run_cli(&[command, "--database-url", "sqlite::memory:"]);
+        assert!(!out.status.success(), "{command}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("in-memory database is not supported"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_stop_serve_with_a_message() {
     for (flag, value) in [
