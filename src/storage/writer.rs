@@ -237,11 +237,8 @@ fn commit_batch(db: &rusqlite::Connection, batch: &mut Vec<Job>, begin: &str) ->
         begun = db.execute_batch("BEGIN IMMEDIATE");
     }
     if let Err(e) = begun {
-        let message = e.to_string();
         for job in batch.drain(..) {
-            let _ = job.reply.send(Err(Error::Internal(format!(
-                "could not open a write transaction: {message}"
-            ))));
+            let _ = job.reply.send(Err(for_each_write(&e)));
         }
         return as_asked;
     }
@@ -255,7 +252,7 @@ fn commit_batch(db: &rusqlite::Connection, batch: &mut Vec<Job>, begin: &str) ->
             let _ = job.reply.send(match (output, ended) {
                 (Ok(_), Err(e)) => {
                     let _ = db.execute_batch("ROLLBACK");
-                    Err(rolled_back(&e))
+                    Err(for_each_write(&e))
                 }
                 (output, _) => output,
             });
@@ -276,15 +273,23 @@ fn commit_batch(db: &rusqlite::Connection, batch: &mut Vec<Job>, begin: &str) ->
         Err(e) => {
             let _ = db.execute_batch("ROLLBACK");
             for (reply, _) in done {
-                let _ = reply.send(Err(rolled_back(&e)));
+                let _ = reply.send(Err(for_each_write(&e)));
             }
         }
     }
     as_asked
 }
 
-fn rolled_back(e: &rusqlite::Error) -> Error {
-    Error::Internal(format!("the write was rolled back: {e}"))
+/// The error that failed a whole batch, once for each of its writes. SQLite's code is kept,
+/// so a database locked by another process past the busy timeout still reads as
+/// `unavailable` (503), not as an internal error.
+fn for_each_write(e: &rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            Error::Write(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        other => Error::Internal(format!("the write was rolled back: {other}")),
+    }
 }
 
 /// Runs one operation so that its failure undoes only its own writes.
@@ -296,4 +301,26 @@ fn in_savepoint(db: &rusqlite::Connection, run: Operation) -> Output {
     }
     db.prepare_cached("RELEASE op")?.execute([])?;
     output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_refused_by_a_locked_database_answers_each_write_unavailable() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        );
+        let each = for_each_write(&busy);
+        assert!(each.is_unavailable(), "{each}");
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert!(for_each_write(&full).is_unavailable());
+        let other = for_each_write(&rusqlite::Error::InvalidQuery);
+        assert!(!other.is_unavailable());
+    }
 }
