@@ -203,6 +203,13 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"threadkeeper\""),
             );
         }
+        if matches!(self, Self::PayloadTooLarge { .. }) {
+            // The rest of the body was never read, so this connection cannot carry another
+            // request: saying so keeps clients from reusing it and losing their next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(after) = retry_after {
             let secs = after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&secs) {

@@ -271,8 +271,7 @@ async fn oversized_bodies_are_413_also_without_content_length() {
         Ok(vec![b'z'; 1500]),
         Ok(br#""}"#.to_vec()),
     ];
-    // Its own client: the server closes a connection whose body it did not read, and that
-    // connection must not go back into the shared pool for the next request to trip on.
+    // The server closes a connection whose body it did not read, and says so.
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/threads/{id}/turns", app.base))
         .header("content-type", "application/json")
@@ -283,6 +282,10 @@ async fn oversized_bodies_are_413_also_without_content_length() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large");
     assert!(app.messages(&id).await.is_empty());
