@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use std::convert::Infallible;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -89,62 +88,78 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> ApiResult<Option<Idempotency
 /// `turn.started`, one `chunk` per upstream chunk (its JSON exactly as received, relayed as
 /// it arrives), then `turn.completed` (the Turn) or `turn.failed` (`{turn_id, error}`).
 /// Our own keep-alive comments keep idle proxies from cutting a long reasoning phase.
+///
+/// The events are made by the response body itself, as the connection polls it: a chunk
+/// goes from the upstream reader's channel straight to the socket, with no relay task in
+/// between (one thread wake-up less per chunk, and before the first one). A client that goes
+/// away drops this stream; the turn runs on in its own task.
 fn stream_events(turn: StreamingTurn) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::unbounded_channel::<Event>();
-    let StreamingTurn {
-        turn_id,
-        input_message_ids,
-        mut chunks,
-        finished,
-    } = turn;
-    tokio::spawn(async move {
-        let mut started = ObjectWriter::new();
-        let ids: Vec<String> = input_message_ids
-            .iter()
-            .map(|id| format!("\"{id}\""))
-            .collect();
-        started
-            .string("turn_id", &turn_id)
-            .array("input_message_ids", &ids);
-        // Sends fail once the client is gone; the turn goes on regardless.
-        let _ = tx.send(
-            Event::default()
-                .event("turn.started")
-                .data(started.finish()),
-        );
-        while let Some(chunk) = chunks.recv().await {
-            let _ = tx.send(Event::default().event("chunk").data(chunk));
+    enum Stage {
+        Started(StreamingTurn),
+        Relaying(StreamingTurn),
+        Done,
+    }
+    let events = futures_util::stream::unfold(Stage::Started(turn), |stage| async move {
+        match stage {
+            Stage::Started(turn) => {
+                let event = started_event(&turn.turn_id, &turn.input_message_ids);
+                Some((Ok(event), Stage::Relaying(turn)))
+            }
+            Stage::Relaying(mut turn) => {
+                if let Some(chunk) = turn.chunks.recv().await {
+                    let event = Event::default().event("chunk").data(chunk);
+                    return Some((Ok(event), Stage::Relaying(turn)));
+                }
+                let event = last_event(&turn.turn_id, turn.finished.await);
+                Some((Ok(event), Stage::Done))
+            }
+            Stage::Done => None,
         }
-        let last =
-            match finished.await {
-                Ok(Ok((turn, output))) => Event::default()
-                    .event("turn.completed")
-                    .data(views::turn(&turn, output.as_ref(), false)),
-                Ok(Err(error)) => {
-                    let mut body = error.body();
-                    body.turn_id.get_or_insert_with(|| turn_id.clone());
-                    let mut failed = ObjectWriter::new();
-                    failed
-                        .string("turn_id", &turn_id)
-                        .raw("error", &serde_json::to_string(&body).unwrap_or_default());
-                    Event::default().event("turn.failed").data(failed.finish())
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "streaming turn task failed");
-                    let mut failed = ObjectWriter::new();
-                    failed.string("turn_id", &turn_id).raw(
-                    "error",
-                    r#"{"type":"server_error","code":"internal_error","message":"internal error"}"#,
-                );
-                    Event::default().event("turn.failed").data(failed.finish())
-                }
-            };
-        let _ = tx.send(last);
-    });
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn started_event(turn_id: &str, input_message_ids: &[String]) -> Event {
+    let ids: Vec<String> = input_message_ids
+        .iter()
+        .map(|id| format!("\"{id}\""))
+        .collect();
+    let mut started = ObjectWriter::new();
+    started
+        .string("turn_id", turn_id)
+        .array("input_message_ids", &ids);
+    Event::default()
+        .event("turn.started")
+        .data(started.finish())
+}
+
+/// `turn.completed` or `turn.failed`, from how the turn's task ended.
+fn last_event(
+    turn_id: &str,
+    finished: Result<ApiResult<crate::turns::FinishedTurn>, tokio::task::JoinError>,
+) -> Event {
+    let error = match finished {
+        Ok(Ok((turn, output))) => {
+            return Event::default().event("turn.completed").data(views::turn(
+                &turn,
+                output.as_ref(),
+                false,
+            ))
+        }
+        Ok(Err(error)) => {
+            let mut body = error.body();
+            body.turn_id.get_or_insert_with(|| turn_id.to_owned());
+            serde_json::to_string(&body).unwrap_or_default()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "streaming turn task failed");
+            r#"{"type":"server_error","code":"internal_error","message":"internal error"}"#
+                .to_owned()
+        }
+    };
+    let mut failed = ObjectWriter::new();
+    failed.string("turn_id", turn_id).raw("error", &error);
+    Event::default().event("turn.failed").data(failed.finish())
 }
 
 #[utoipa::path(
