@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{Error, Storage};
+use super::{Durability, Error, Storage};
 use crate::domain::ids;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +137,7 @@ impl Storage {
 
     pub async fn touch_key(&self, id: &str) -> Result<(), Error> {
         let id = id.to_owned();
-        self.write_deferred(move |tx| {
+        self.write_short(Durability::Deferred, move |tx| {
             tx.prepare_cached("UPDATE service_keys SET last_used_at = ? WHERE id = ?")?
                 .execute(params![ids::now(), id])?;
             Ok(())

@@ -40,6 +40,10 @@ pub use keys::{ActiveKey, KeyRecord};
 pub use lists::{Order, Page, PageQuery};
 pub use messages::sha256_hex;
 pub use turns::{BeginTurn, Begun, TurnOutcome};
+use writer::Durability;
+
+/// How long a statement waits on another process's write lock before failing busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The context cache's size unless configured (`--context-cache`).
 pub const DEFAULT_CONTEXT_CACHE: usize = 32 << 20;
@@ -118,7 +122,7 @@ impl Storage {
                 SqliteSynchronous::Normal
             })
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         if url.contains(":memory:") {
             // Each in-memory connection is its own database: the readers would never see
             // what the writer stored, and everything would vanish on exit.
@@ -135,9 +139,10 @@ impl Storage {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        let writer = writer::Writer::start(write, durable)
+        let wal_frames = checkpointer::WalFrames::default();
+        let writer = writer::Writer::start(write, durable, wal_frames.clone())
             .map_err(|e| Error::Internal(format!("starting the writer thread: {e}")))?;
-        let checkpointer = checkpointer::Checkpointer::start(&path)?;
+        let checkpointer = checkpointer::Checkpointer::start(&path, wal_frames)?;
         Ok(Self {
             writer,
             readers: std::sync::Arc::new(readers),
@@ -179,13 +184,14 @@ impl Storage {
         Ok(())
     }
 
-    /// A write that is answered before it is fsynced (see `Writer::write_deferred`).
-    async fn write_deferred<T, F>(&self, operation: F) -> Result<T, Error>
+    /// A short write (a few rows) on the turn path: committed on the calling thread when
+    /// the writer is idle (see `Writer::write_short`).
+    async fn write_short<T, F>(&self, durability: Durability, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Tx) -> Result<T, Error> + Send + 'static,
     {
-        self.writer.write_deferred(operation).await
+        self.writer.write_short(durability, operation).await
     }
 
     /// Runs a write operation in the writer's next batch (group commit); returns once the

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rusqlite::OpenFlags;
 
@@ -67,7 +66,7 @@ impl Readers {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
         let conn = rusqlite::Connection::open_with_flags(&self.path, flags)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(super::BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }

@@ -15,7 +15,7 @@ use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
 use super::rows::{self, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease, ThreadState};
-use super::{owner, row_in_thread, thread_of_tenant, Error, Storage, Tx};
+use super::{owner, row_in_thread, thread_of_tenant, Durability, Error, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, TurnRecord, UsageTotals};
@@ -84,7 +84,7 @@ impl Storage {
         let owner = self.owner.clone();
         let cache_key = thread_id.clone();
         let (begun, written) = self
-            .write_deferred(move |tx| {
+            .write_short(Durability::Deferred, move |tx| {
                 let thread_id = thread_id.as_str();
                 let ThreadState {
                     lease,
@@ -233,7 +233,7 @@ impl Storage {
     ) -> Result<bool, Error> {
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
-        self.write_deferred(move |tx| {
+        self.write_short(Durability::Deferred, move |tx| {
             let renewed = tx
                 .prepare_cached(
                     "UPDATE threads SET lease_expires_at = ? WHERE id = ? AND lease_turn_id = ?",
@@ -272,7 +272,7 @@ impl Storage {
         let stored_request = request.clone();
         let cache_key = thread_id.clone();
         let finished = self
-            .write(move |tx| {
+            .write_short(Durability::Synced, move |tx| {
                 let turn_id = turn_id.as_str();
                 // The turn's state, its thread's message count and incarnation, in one read.
                 let row: Option<(String, i64, String)> = tx

@@ -15,14 +15,27 @@
 //! statements, and those hand-offs were most of the service's CPU time (BENCHMARKS.md). Here
 //! a whole batch runs in one go, with prepared statements cached, on the thread that owns
 //! the connection; the only hand-offs left are one to send a write and one to answer it.
+//!
+//! Short writes (a turn's opening and closing transactions) skip even those when the writer
+//! is idle: nothing queued and the connection free, the calling thread takes the connection
+//! and commits its write itself, a batch of one. Waking the writer thread and being woken
+//! back cost more than the write (BENCHMARKS.md), and an idle writer has nothing to batch
+//! it with anyway. Under load the writer is busy or has writes queued, so short writes queue
+//! and are batched like the rest. Such a write never waits on the connection: it is taken
+//! only when free, and another process holding SQLite's write lock sends the write to the
+//! queue (where the busy timeout is waited out off the async workers) rather than blocking
+//! the caller's thread.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpointer::WRITER_AUTOCHECKPOINT;
-use super::Error;
+use super::checkpointer::{WalFrames, WalHook};
+use super::{Error, BUSY_TIMEOUT};
 use crate::telemetry::metrics as m;
 
 /// The most writes one transaction carries.
@@ -50,18 +63,64 @@ enum Message {
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: mpsc::UnboundedSender<Message>,
+    shared: Arc<Shared>,
+}
+
+/// What the writer thread shares with the callers that may write on their own thread.
+struct Shared {
+    /// The connection, held by whoever is committing: the writer thread for a batch, or a
+    /// caller for its short write. `None` once the writer has stopped.
+    session: Mutex<Option<Session>>,
+    /// Writes sent to the writer thread and not yet taken into a batch.
+    queued: AtomicUsize,
+    /// The write-ahead log's length after the last commit (read by the checkpointer).
+    wal_frames: WalFrames,
+}
+
+/// The writing connection and its current `synchronous` setting.
+struct Session {
+    /// Declared before `db`, so it is removed before the connection closes.
+    _wal_hook: WalHook,
+    db: rusqlite::Connection,
+    /// Opened with `synchronous=FULL`: durable writes are fsynced.
+    durable: bool,
+    /// Whether the connection currently runs `synchronous=FULL`; `None` after a failed
+    /// switch, so the next transaction sets it again.
+    syncing: Option<bool>,
+}
+
+/// Whether a write must be fsynced before it is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// On disk before it is answered.
+    Synced,
+    /// Answered once committed, without waiting for an fsync of its own: the write reaches
+    /// the disk with the next synced commit (WAL frames are written in order), and survives
+    /// a process crash at once (it is in the OS's page cache). For writes nobody is answered
+    /// about yet, such as a turn's input before its reply.
+    Deferred,
 }
 
 impl Writer {
     /// Starts the writer thread on the one connection that writes. `durable`: the connection
     /// runs `synchronous=FULL` (else `NORMAL` throughout).
-    pub(super) fn start(connection: SqliteConnection, durable: bool) -> std::io::Result<Self> {
+    pub(super) fn start(
+        connection: SqliteConnection,
+        durable: bool,
+        wal_frames: WalFrames,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Handle::current();
+        let shared = Arc::new(Shared {
+            session: Mutex::new(None),
+            queued: AtomicUsize::new(0),
+            wal_frames,
+        });
+        let owned = shared.clone();
         std::thread::Builder::new()
             .name("threadkeeper-writer".into())
-            .spawn(move || own_connection(runtime, connection, queue, durable))?;
-        Ok(Self { jobs })
+            .spawn(move || own_connection(runtime, connection, queue, durable, &owned))?;
+        Ok(Self { jobs, shared })
     }
 
     /// Stops the writer after the writes already queued; later writes fail with
@@ -82,16 +141,50 @@ impl Writer {
         self.submit(operation, true).await
     }
 
-    /// Like `write`, but answered once committed, without waiting for an fsync of its own:
-    /// the write reaches the disk with the next durable commit (WAL frames are written in
-    /// order), and survives a process crash at once (it is in the OS's page cache). For
-    /// writes nobody is answered about yet, such as a turn's input before its reply.
-    pub(super) async fn write_deferred<T, F>(&self, operation: F) -> Result<T, Error>
+    /// A short write (a few rows): committed on the calling thread when the writer is idle,
+    /// else queued like any other. Long writes (imports, bulk appends, deletes of whole
+    /// threads) must use `write`: this one may hold an async worker for as long as it runs.
+    pub(super) async fn write_short<T, F>(
+        &self,
+        durability: Durability,
+        operation: F,
+    ) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
-        self.submit(operation, false).await
+        let sync = durability == Durability::Synced;
+        match self.try_here(operation, sync) {
+            Ok(output) => output,
+            Err(operation) => self.submit(operation, sync).await,
+        }
+    }
+
+    /// Commits `operation` on this thread if the writer is idle; gives it back otherwise.
+    fn try_here<T, F>(&self, operation: F, sync: bool) -> Result<Result<T, Error>, F>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T, Error>,
+    {
+        // Queued writes go first: they were sent earlier, and the writer would batch them.
+        if self.shared.queued.load(Ordering::Acquire) != 0 {
+            return Err(operation);
+        }
+        let mut guard = match self.shared.session.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => recover(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => return Err(operation),
+        };
+        let Some(session) = guard.as_mut() else {
+            return Err(operation);
+        };
+        // Never wait on another process's write lock here: that wait belongs on the
+        // writer thread, which has the busy timeout.
+        if session.begin_without_waiting(sync).is_err() {
+            return Err(operation);
+        }
+        metrics::histogram!(m::WRITE_BATCH).record(1.0);
+        let output = unwound(|| operation(&session.db));
+        Ok(session.end_alone(output))
     }
 
     async fn submit<T, F>(&self, operation: F, sync: bool) -> Result<T, Error>
@@ -103,9 +196,15 @@ impl Writer {
         let run: Operation = Box::new(move |conn| {
             operation(conn).map(|value| Box::new(value) as Box<dyn Any + Send>)
         });
-        self.jobs
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        if self
+            .jobs
             .send(Message::Write(Job { run, reply, sync }))
-            .map_err(|_| Error::Closed)?;
+            .is_err()
+        {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Closed);
+        }
         let output = answer.await.map_err(|_| Error::Closed)??;
         output
             .downcast::<T>()
@@ -121,22 +220,30 @@ fn own_connection(
     mut connection: SqliteConnection,
     mut queue: mpsc::UnboundedReceiver<Message>,
     durable: bool,
+    shared: &Shared,
 ) {
     let stop = match runtime.block_on(connection.lock_handle()) {
         Ok(mut locked) => {
             // SAFETY: the handle stays locked out of sqlx's worker (so nothing else uses it)
-            // until `locked` is dropped, after `db`. `from_handle` does not close it.
+            // until `locked` is dropped, after the session has been taken back and dropped
+            // below. `from_handle` does not close it.
             match unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) } {
                 Ok(db) => {
                     db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                     // Checkpoints run beside the writer (checkpointer.rs).
-                    let threshold = format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT}");
-                    if let Err(e) = db.execute_batch(&threshold) {
-                        tracing::warn!(error = %e, "could not raise the writer's checkpoint threshold");
-                    }
-                    let stop = run(&db, &mut queue, durable);
-                    // Finalizes the cached statements while the handle is still ours.
-                    drop(db);
+                    let wal_hook = WalHook::install(&db, &shared.wal_frames);
+                    *lock(&shared.session) = Some(Session {
+                        _wal_hook: wal_hook,
+                        db,
+                        durable,
+                        syncing: Some(durable),
+                    });
+                    let stop = run(shared, &mut queue);
+                    // Taken back from the callers (they find `None` and queue, which is
+                    // closed), and dropped while the handle is still ours: this finalizes the
+                    // cached statements.
+                    let session = lock(&shared.session).take();
+                    drop(session);
                     stop
                 }
                 Err(e) => refuse_all(&mut queue, &e.to_string()),
@@ -150,6 +257,27 @@ fn own_connection(
     if let Some(done) = stop {
         let _ = done.send(());
     }
+}
+
+/// The session's lock. A caller that panicked inside its write left the lock poisoned and
+/// possibly a transaction open: that transaction is rolled back before anyone goes on.
+fn lock(session: &Mutex<Option<Session>>) -> MutexGuard<'_, Option<Session>> {
+    match session.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => {
+            session.clear_poison();
+            recover(poisoned.into_inner())
+        }
+    }
+}
+
+fn recover(guard: MutexGuard<'_, Option<Session>>) -> MutexGuard<'_, Option<Session>> {
+    if let Some(session) = guard.as_ref() {
+        if !session.db.is_autocommit() {
+            let _ = session.db.execute_batch("ROLLBACK");
+        }
+    }
+    guard
 }
 
 /// The writer could not start: every write is refused with `message` until the stop.
@@ -173,14 +301,10 @@ fn refuse_all(
 
 /// Runs batches until a stop (returned) or until every sender is gone.
 fn run(
-    db: &rusqlite::Connection,
+    shared: &Shared,
     queue: &mut mpsc::UnboundedReceiver<Message>,
-    durable: bool,
 ) -> Option<oneshot::Sender<()>> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // The connection's current `synchronous` setting (FULL when it was opened durable);
-    // `None` after a failed switch, so the next batch sets it again.
-    let mut syncing = Some(durable);
     let mut stop = None;
     while let Some(first) = queue.blocking_recv() {
         match first {
@@ -195,19 +319,20 @@ fn run(
             }
         }
         if !batch.is_empty() {
+            // Waits for a caller committing its own short write, if one is.
+            let mut session = lock(&shared.session);
+            // Counted down only now: until the batch holds the connection, callers keep
+            // queueing behind it rather than overtaking it.
+            shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
             metrics::histogram!(m::WRITE_BATCH).record(batch.len() as f64);
-            // A batch that only holds deferred writes commits without an fsync.
-            let want = durable && batch.iter().any(|job| job.sync);
-            let begin = match (syncing == Some(want), want) {
-                (true, _) => "BEGIN IMMEDIATE",
-                (false, true) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
-                (false, false) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
-            };
-            syncing = if commit_batch(db, &mut batch, begin) {
-                Some(want)
-            } else {
-                None
-            };
+            match session.as_mut() {
+                Some(session) => session.commit_batch(&mut batch),
+                None => {
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(Error::Closed));
+                    }
+                }
+            }
         }
         if stop.is_some() {
             break;
@@ -223,61 +348,90 @@ fn run(
     stop
 }
 
-/// Runs one batch in one transaction opened by `begin`. Returns false when `begin` itself
-/// failed (the batch was then opened by a plain BEGIN, or refused).
-fn commit_batch(db: &rusqlite::Connection, batch: &mut Vec<Job>, begin: &str) -> bool {
-    // BEGIN IMMEDIATE takes the write lock up front (waiting on other processes for the
-    // busy timeout), so no statement of the batch can fail to upgrade a read lock.
-    let mut begun = db.execute_batch(begin);
-    let as_asked = begun.is_ok();
-    if begun.is_err() {
-        // A transaction left open by a failed ROLLBACK would refuse every later batch:
-        // close it and try once more.
-        let _ = db.execute_batch("ROLLBACK");
-        begun = db.execute_batch("BEGIN IMMEDIATE");
+impl Session {
+    /// Opens a write transaction, first switching `synchronous` when this transaction's
+    /// writes need another setting than the last one's: a transaction that only holds
+    /// deferred writes commits without an fsync.
+    fn begin(&mut self, sync: bool) -> rusqlite::Result<()> {
+        let want = self.durable && sync;
+        // BEGIN IMMEDIATE takes the write lock up front (waiting on other processes for the
+        // busy timeout), so no statement of the transaction can fail to upgrade a read lock.
+        let begin = match (self.syncing == Some(want), want) {
+            (true, _) => "BEGIN IMMEDIATE",
+            (false, true) => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+            (false, false) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+        };
+        let begun = self.db.execute_batch(begin);
+        self.syncing = begun.is_ok().then_some(want);
+        begun
     }
-    if let Err(e) = begun {
+
+    /// `begin`, failing at once instead of waiting while another process writes.
+    fn begin_without_waiting(&mut self, sync: bool) -> rusqlite::Result<()> {
+        self.db.busy_timeout(Duration::ZERO)?;
+        let begun = self.begin(sync);
+        let restored = self.db.busy_timeout(BUSY_TIMEOUT);
+        if begun.is_err() && !self.db.is_autocommit() {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+        begun.and(restored)
+    }
+
+    /// Ends the transaction of a write that ran alone in it (no savepoint needed: its
+    /// failure rolls back the whole transaction).
+    fn end_alone<T>(&mut self, output: Result<T, Error>) -> Result<T, Error> {
+        let end = if output.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match (output, self.db.execute_batch(end)) {
+            (Ok(_), Err(e)) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                Err(for_each_write(&e))
+            }
+            (output, _) => output,
+        }
+    }
+
+    /// Runs one batch in one transaction and answers each of its writes.
+    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        let sync = batch.iter().any(|job| job.sync);
+        let mut begun = self.begin(sync);
+        if begun.is_err() {
+            // A transaction left open by a failed ROLLBACK would refuse every later batch:
+            // close it and try once more.
+            let _ = self.db.execute_batch("ROLLBACK");
+            begun = self.db.execute_batch("BEGIN IMMEDIATE");
+        }
+        if let Err(e) = begun {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(for_each_write(&e)));
+            }
+            return;
+        }
+        if batch.len() == 1 {
+            if let Some(job) = batch.pop() {
+                let output = unwound(|| (job.run)(&self.db));
+                let _ = job.reply.send(self.end_alone(output));
+            }
+            return;
+        }
+        let mut done = Vec::with_capacity(batch.len());
         for job in batch.drain(..) {
-            let _ = job.reply.send(Err(for_each_write(&e)));
+            let output = in_savepoint(&self.db, job.run);
+            done.push((job.reply, output));
         }
-        return as_asked;
-    }
-    if batch.len() == 1 {
-        // Alone in its transaction, a write needs no savepoint: its failure rolls back the
-        // transaction.
-        if let Some(job) = batch.pop() {
-            let output = (job.run)(db);
-            let end = if output.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            let ended = db.execute_batch(end);
-            let _ = job.reply.send(match (output, ended) {
-                (Ok(_), Err(e)) => {
-                    let _ = db.execute_batch("ROLLBACK");
-                    Err(for_each_write(&e))
+        match self.db.execute_batch("COMMIT") {
+            Ok(()) => {
+                for (reply, output) in done {
+                    let _ = reply.send(output);
                 }
-                (output, _) => output,
-            });
-        }
-        return as_asked;
-    }
-    let mut done = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
-        let output = in_savepoint(db, job.run);
-        done.push((job.reply, output));
-    }
-    match db.execute_batch("COMMIT") {
-        Ok(()) => {
-            for (reply, output) in done {
-                let _ = reply.send(output);
             }
-        }
-        Err(e) => {
-            let _ = db.execute_batch("ROLLBACK");
-            for (reply, _) in done {
-                let _ = reply.send(Err(for_each_write(&e)));
+            Err(e) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(for_each_write(&e)));
+                }
             }
         }
     }
-    as_asked
 }
 
 /// The error that failed a whole batch, once for each of its writes. SQLite's code is kept,
@@ -292,10 +446,25 @@ fn for_each_write(e: &rusqlite::Error) -> Error {
     }
 }
 
+/// Runs a write, turning a panic (a bug) into that write's error: its writes are rolled
+/// back like any failed write's, and the connection, the writer thread and the other
+/// writes of its batch go on.
+fn unwound<T>(write: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(write)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %why, "a write panicked; it was rolled back");
+        Err(Error::Internal("a write failed unexpectedly".into()))
+    })
+}
+
 /// Runs one operation so that its failure undoes only its own writes.
 fn in_savepoint(db: &rusqlite::Connection, run: Operation) -> Output {
     db.prepare_cached("SAVEPOINT op")?.execute([])?;
-    let output = run(db);
+    let output = unwound(|| run(db));
     if output.is_err() {
         db.prepare_cached("ROLLBACK TO op")?.execute([])?;
     }
@@ -304,8 +473,191 @@ fn in_savepoint(db: &rusqlite::Connection, run: Operation) -> Output {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::storage::{Storage, Tx};
+
+    async fn scratch() -> (tempfile::TempDir, Storage, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("writer.db");
+        let url = format!("sqlite://{}", path.display());
+        let storage = Storage::connect(&url, true).await.unwrap();
+        storage
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?))
+            .await
+            .unwrap();
+        (dir, storage, path)
+    }
+
+    fn count(path: &std::path::Path) -> i64 {
+        let reader = rusqlite::Connection::open(path).unwrap();
+        reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    // One async worker: a short write blocked on the lock there would stall every task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_short_write_waits_out_another_process_holding_the_write_lock() {
+        let (_dir, storage, path) = scratch().await;
+        // Another process (here: another connection) holds SQLite's write lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // It waits on the writer thread, not on the caller's: the short path gives a write
+        // back at once while another process holds the lock.
+        let trying = std::time::Instant::now();
+        let given_back = storage.writer.try_here(|_| Ok(()), true);
+        assert!(
+            given_back.is_err(),
+            "ran on the caller's thread under a lock"
+        );
+        assert!(
+            trying.elapsed() < Duration::from_secs(1),
+            "the caller's thread waited {:?} on the lock",
+            trying.elapsed()
+        );
+        let writing = tokio::spawn({
+            let storage = storage.clone();
+            async move {
+                storage
+                    .write_short(Durability::Synced, |tx| {
+                        Ok(tx.execute("INSERT INTO t VALUES (1)", [])?)
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !writing.is_finished(),
+            "the write neither failed busy nor went around the lock"
+        );
+        other.execute_batch("COMMIT").unwrap();
+        let released = std::time::Instant::now();
+        assert_eq!(writing.await.unwrap().unwrap(), 1);
+        assert!(
+            released.elapsed() < Duration::from_secs(2),
+            "the write went on {:?} after the lock was released",
+            released.elapsed()
+        );
+        assert_eq!(count(&path), 1);
+        storage.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_write_that_fails_or_panics_leaves_nothing_and_the_next_one_commits() {
+        let (_dir, storage, path) = scratch().await;
+        let failed = storage
+            .write_short(Durability::Synced, |tx| {
+                tx.execute("INSERT INTO t VALUES (1)", [])?;
+                tx.execute("INSERT INTO t VALUES (NULL)", [])?; // NOT NULL
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err());
+        let panicked = tokio::spawn({
+            let storage = storage.clone();
+            async move {
+                storage
+                    .write_short(Durability::Deferred, |tx| -> Result<(), Error> {
+                        tx.execute("INSERT INTO t VALUES (2)", []).unwrap();
+                        panic!("a bug inside a write");
+                    })
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            panicked.is_err(),
+            "a panic inside a write is that write's error"
+        );
+        // A panic on the writer thread is caught there too: it still writes.
+        let on_writer = storage
+            .write(|tx| -> Result<(), Error> {
+                tx.execute("INSERT INTO t VALUES (5)", []).unwrap();
+                panic!("a bug inside a batched write");
+            })
+            .await;
+        assert!(on_writer.is_err());
+        // Both the short path and the writer thread still work, and none of the half-done
+        // writes above left a row.
+        storage
+            .write_short(Durability::Synced, |tx| {
+                Ok(tx.execute("INSERT INTO t VALUES (3)", [])?)
+            })
+            .await
+            .unwrap();
+        storage
+            .write(|tx| Ok(tx.execute("INSERT INTO t VALUES (4)", [])?))
+            .await
+            .unwrap();
+        let reader = rusqlite::Connection::open(&path).unwrap();
+        let values: Vec<i64> = reader
+            .prepare("SELECT v FROM t ORDER BY v")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(values, [3, 4]);
+        storage.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_short_and_queued_writes_all_commit_once() {
+        let (_dir, storage, path) = scratch().await;
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let storage = storage.clone();
+            tasks.push(tokio::spawn(async move {
+                let insert = move |tx: &Tx| Ok(tx.execute("INSERT INTO t VALUES (?)", [i])?);
+                match i % 3 {
+                    0 => storage.write(insert).await,
+                    1 => storage.write_short(Durability::Deferred, insert).await,
+                    _ => storage.write_short(Durability::Synced, insert).await,
+                }
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(count(&path), 200);
+        storage.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_is_checkpointed_only_once_it_is_long() {
+        let (_dir, storage, _path) = scratch().await;
+        let frames = || storage.writer.shared.wal_frames.load(Ordering::Relaxed);
+        let insert = |tx: &Tx| Ok(tx.execute("INSERT INTO t VALUES (randomblob(3000))", [])?);
+        // A short log: the checkpointer leaves it, so it keeps growing across pauses.
+        storage.write(insert).await.unwrap();
+        let short = frames();
+        assert!(short > 0, "the WAL hook reports the log's length");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        storage.write(insert).await.unwrap();
+        assert!(
+            frames() > short,
+            "a short log was checkpointed: {} <= {short}",
+            frames()
+        );
+        // A long one (over 1,000 frames) is copied into the database beside the writer, so
+        // the next write after a pause starts the log over.
+        for _ in 0..(1_100 / 2) {
+            storage.write(insert).await.unwrap();
+        }
+        let long = frames();
+        assert!(long >= 1_000, "{long}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        storage.write(insert).await.unwrap();
+        assert!(
+            frames() < 10,
+            "the long log was not checkpointed: {}",
+            frames()
+        );
+        storage.close().await;
+    }
 
     #[test]
     fn a_batch_refused_by_a_locked_database_answers_each_write_unavailable() {
