@@ -34,6 +34,24 @@ pub struct StreamingTurn {
     pub finished: JoinHandle<ApiResult<FinishedTurn>>,
 }
 
+/// Where a turn's time went, in microseconds, logged on its last line (`turn completed` or
+/// `turn failed`): how much a slow turn owes to the model and how much to this service.
+#[derive(Clone, Copy, Default)]
+struct Stages {
+    /// The opening transaction: input stored, lease taken.
+    store_input_us: u64,
+    /// Reading the context (unless cached) and building the upstream request.
+    context_us: u64,
+    /// The upstream exchange, retries included.
+    upstream_us: u64,
+    /// The closing transaction, fsync included.
+    store_reply_us: u64,
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros().try_into().unwrap_or(u64::MAX)
+}
+
 /// Runs a turn to its end, detached from the caller's lifetime.
 pub async fn run_turn(
     state: AppState,
@@ -128,6 +146,7 @@ async fn drive(
         lease_ttl_ms,
         idempotency: request.idempotency.map(|i| (i.key, i.request_sha256)),
     };
+    let storing = Instant::now();
     let (input_ids, context) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
         Begun::Started {
             input_message_ids,
@@ -138,6 +157,10 @@ async fn drive(
         Begun::Busy => return Err(ApiError::ThreadBusy),
         Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
     };
+    let stages = Stages {
+        store_input_us: micros(storing),
+        ..Stages::default()
+    };
     info!(model = %options.model, inputs = input_ids.len(), stream = request.stream, "turn started");
     if let Some(on_begun) = on_begun {
         let _ = on_begun.send((turn_id.clone(), input_ids));
@@ -146,7 +169,10 @@ async fn drive(
     let heartbeat = spawn_heartbeat(&state, &thread_id, &turn_id);
     let in_progress = metrics::gauge!(m::TURNS_IN_PROGRESS);
     in_progress.increment(1.0);
-    let result = call_and_store(&state, &thread, context, &turn_id, &options, started, sink).await;
+    let result = call_and_store(
+        &state, &thread, context, &turn_id, &options, started, stages, sink,
+    )
+    .await;
     in_progress.decrement(1.0);
     heartbeat.abort();
     let status = if result.is_ok() {
@@ -208,6 +234,7 @@ async fn replay(
     Ok((turn, output))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn call_and_store(
     state: &AppState,
     thread: &crate::domain::records::ThreadRecord,
@@ -215,14 +242,19 @@ async fn call_and_store(
     turn_id: &str,
     options: &crate::domain::context::ResolvedOptions,
     started: Instant,
+    mut stages: Stages,
     sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
+    let building = Instant::now();
     let messages = match context {
         Some(context) => context,
         None => state.storage.context_messages(&thread.id).await?,
     };
     let body = build_request(thread, &messages, options);
+    stages.context_us = micros(building);
+    let calling = Instant::now();
     let exchange = state.upstream.complete(body, sink.as_ref()).await;
+    stages.upstream_us = micros(calling);
     // Closing the chunk channel tells a streaming client the relay is over.
     drop(sink);
     let latency_ms = started.elapsed().as_millis() as i64;
@@ -240,6 +272,7 @@ async fn call_and_store(
         }
     };
     let attempts = exchange.audit.attempts;
+    let storing = Instant::now();
     let (turn, output) = state
         .storage
         .finish_turn(&thread.id, turn_id, outcome, exchange.audit, latency_ms)
@@ -247,14 +280,30 @@ async fn call_and_store(
         .ok_or_else(|| {
             ApiError::Internal("the turn lost its lease to another process before it ended".into())
         })?;
+    stages.store_reply_us = micros(storing);
+    let Stages {
+        store_input_us,
+        context_us,
+        upstream_us,
+        store_reply_us,
+    } = stages;
     if let Some(failure) = failure {
         warn!(
             upstream_status = failure.upstream_status,
-            attempts, "turn failed: {}", failure.message
+            attempts,
+            store_input_us,
+            context_us,
+            upstream_us,
+            store_reply_us,
+            "turn failed: {}",
+            failure.message
         );
         return Err(ApiError::Turn(failure));
     }
-    info!(latency_ms, attempts, "turn completed");
+    info!(
+        latency_ms,
+        attempts, store_input_us, context_us, upstream_us, store_reply_us, "turn completed"
+    );
     Ok((turn, output))
 }
 

@@ -180,6 +180,19 @@ async fn one_request_id_is_on_every_log_line_of_a_turn() {
             "a line of the turn without its request id: {text}"
         );
     }
+    // The last line says where the turn's time went.
+    let completed = of_turn
+        .iter()
+        .find(|l| l["message"] == "turn completed")
+        .unwrap();
+    for stage in [
+        "store_input_us",
+        "context_us",
+        "upstream_us",
+        "store_reply_us",
+    ] {
+        assert!(completed[stage].is_u64(), "no {stage} on {completed}");
+    }
     for line in of_turn
         .iter()
         .filter(|l| l["message"] == "turn started" || l["message"] == "turn completed")
