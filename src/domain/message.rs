@@ -56,6 +56,22 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// About how many bytes storing it writes (its raw values).
+    pub fn stored_len(&self) -> usize {
+        [
+            &self.content,
+            &self.name,
+            &self.tool_calls,
+            &self.tool_call_id,
+            &self.reasoning,
+            &self.reasoning_details,
+            &self.model,
+        ]
+        .iter()
+        .map(|v| v.as_ref().map_or(0, String::len))
+        .sum()
+    }
+
     /// A user message with plain text, as a turn's string `input` makes it.
     pub fn user_text(text: &str) -> NewMessage {
         let mut content = String::with_capacity(text.len() + 2);

@@ -68,6 +68,22 @@ pub struct MessageRecord {
     pub usage: Option<String>,
 }
 
+impl MessageRecord {
+    /// About how many bytes storing it writes (its raw values).
+    pub fn stored_len(&self) -> usize {
+        [
+            &self.content,
+            &self.tool_calls,
+            &self.reasoning,
+            &self.reasoning_details,
+            &self.usage,
+        ]
+        .iter()
+        .map(|v| v.as_ref().map_or(0, String::len))
+        .sum()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnRecord {
     pub id: String,

@@ -137,7 +137,7 @@ impl Storage {
 
     pub async fn touch_key(&self, id: &str) -> Result<(), Error> {
         let id = id.to_owned();
-        self.write_short(Durability::Deferred, move |tx| {
+        self.write_short(Durability::Deferred, 0, move |tx| {
             tx.prepare_cached("UPDATE service_keys SET last_used_at = ? WHERE id = ?")?
                 .execute(params![ids::now(), id])?;
             Ok(())

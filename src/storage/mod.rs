@@ -184,14 +184,19 @@ impl Storage {
         Ok(())
     }
 
-    /// A short write (a few rows) on the turn path: committed on the calling thread when
-    /// the writer is idle (see `Writer::write_short`).
-    async fn write_short<T, F>(&self, durability: Durability, operation: F) -> Result<T, Error>
+    /// A write on a request's path storing about `bytes`: committed on the calling thread
+    /// when the writer is idle and the write is short (see `Writer::write_short`).
+    async fn write_short<T, F>(
+        &self,
+        durability: Durability,
+        bytes: usize,
+        operation: F,
+    ) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Tx) -> Result<T, Error> + Send + 'static,
     {
-        self.writer.write_short(durability, operation).await
+        self.writer.write_short(durability, bytes, operation).await
     }
 
     /// Runs a write operation in the writer's next batch (group commit); returns once the

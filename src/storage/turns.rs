@@ -83,8 +83,9 @@ impl Storage {
         let thread_id = thread_id.to_owned();
         let owner = self.owner.clone();
         let cache_key = thread_id.clone();
+        let bytes = begin.input.iter().map(NewMessage::stored_len).sum();
         let (begun, written) = self
-            .write_short(Durability::Deferred, move |tx| {
+            .write_short(Durability::Deferred, bytes, move |tx| {
                 let thread_id = thread_id.as_str();
                 let ThreadState {
                     lease,
@@ -233,7 +234,7 @@ impl Storage {
     ) -> Result<bool, Error> {
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
-        self.write_short(Durability::Deferred, move |tx| {
+        self.write_short(Durability::Deferred, 0, move |tx| {
             let renewed = tx
                 .prepare_cached(
                     "UPDATE threads SET lease_expires_at = ? WHERE id = ? AND lease_turn_id = ?",
@@ -269,10 +270,17 @@ impl Storage {
             (base, stored.rest.len(), stored.chain)
         });
         let expected_incarnation = previous.map(|p| p.incarnation);
+        // What the closing write stores, about: the request's new bytes, the response, the reply.
+        let bytes = split.as_ref().map_or(0, |(_, rest, _)| *rest)
+            + audit.response.as_ref().map_or(0, String::len)
+            + match &outcome {
+                TurnOutcome::Completed { message, .. } => message.stored_len(),
+                TurnOutcome::Failed { error } => error.len(),
+            };
         let stored_request = request.clone();
         let cache_key = thread_id.clone();
         let finished = self
-            .write_short(Durability::Synced, move |tx| {
+            .write_short(Durability::Synced, bytes, move |tx| {
                 let turn_id = turn_id.as_str();
                 // The turn's state, its thread's message count and incarnation, in one read.
                 let row: Option<(String, i64, String)> = tx

@@ -41,6 +41,10 @@ use crate::telemetry::metrics as m;
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 256;
 
+/// The most a write may store (roughly, in bytes) to run on the caller's thread: a few WAL
+/// pages, tens of microseconds.
+const SHORT_WRITE: usize = 64 << 10;
+
 /// Distinct statements the writer runs; all stay prepared.
 const STATEMENT_CACHE: usize = 64;
 
@@ -141,12 +145,14 @@ impl Writer {
         self.submit(operation, true).await
     }
 
-    /// A short write (a few rows): committed on the calling thread when the writer is idle,
-    /// else queued like any other. Long writes (imports, bulk appends, deletes of whole
-    /// threads) must use `write`: this one may hold an async worker for as long as it runs.
+    /// A write on a request's path: committed on the calling thread when the writer is idle
+    /// and the write is short (`bytes`, about what it stores, at most `SHORT_WRITE`), else
+    /// queued like any other. The calling thread is an async worker, held for as long as the
+    /// write runs; a long write (a large input, a large reply) goes to the writer thread.
     pub(super) async fn write_short<T, F>(
         &self,
         durability: Durability,
+        bytes: usize,
         operation: F,
     ) -> Result<T, Error>
     where
@@ -154,6 +160,9 @@ impl Writer {
         F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
         let sync = durability == Durability::Synced;
+        if bytes > SHORT_WRITE {
+            return self.submit(operation, sync).await;
+        }
         match self.try_here(operation, sync) {
             Ok(output) => output,
             Err(operation) => self.submit(operation, sync).await,
@@ -521,7 +530,7 @@ mod tests {
             let storage = storage.clone();
             async move {
                 storage
-                    .write_short(Durability::Synced, |tx| {
+                    .write_short(Durability::Synced, 0, |tx| {
                         Ok(tx.execute("INSERT INTO t VALUES (1)", [])?)
                     })
                     .await
@@ -548,7 +557,7 @@ mod tests {
     async fn a_short_write_that_fails_or_panics_leaves_nothing_and_the_next_one_commits() {
         let (_dir, storage, path) = scratch().await;
         let failed = storage
-            .write_short(Durability::Synced, |tx| {
+            .write_short(Durability::Synced, 0, |tx| {
                 tx.execute("INSERT INTO t VALUES (1)", [])?;
                 tx.execute("INSERT INTO t VALUES (NULL)", [])?; // NOT NULL
                 Ok(())
@@ -559,7 +568,7 @@ mod tests {
             let storage = storage.clone();
             async move {
                 storage
-                    .write_short(Durability::Deferred, |tx| -> Result<(), Error> {
+                    .write_short(Durability::Deferred, 0, |tx| -> Result<(), Error> {
                         tx.execute("INSERT INTO t VALUES (2)", []).unwrap();
                         panic!("a bug inside a write");
                     })
@@ -583,7 +592,7 @@ mod tests {
         // Both the short path and the writer thread still work, and none of the half-done
         // writes above left a row.
         storage
-            .write_short(Durability::Synced, |tx| {
+            .write_short(Durability::Synced, 0, |tx| {
                 Ok(tx.execute("INSERT INTO t VALUES (3)", [])?)
             })
             .await
@@ -605,6 +614,25 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_writer_lets_short_writes_run_on_the_callers_thread_and_not_long_ones() {
+        let (_dir, storage, _path) = scratch().await;
+        let thread_name = |_: &Tx| Ok(std::thread::current().name().map(str::to_owned));
+        let short = storage
+            .write_short(Durability::Synced, 100, thread_name)
+            .await
+            .unwrap();
+        assert_ne!(short.as_deref(), Some("threadkeeper-writer"));
+        let long = storage
+            .write_short(Durability::Synced, SHORT_WRITE + 1, thread_name)
+            .await
+            .unwrap();
+        assert_eq!(long.as_deref(), Some("threadkeeper-writer"));
+        let queued = storage.write(thread_name).await.unwrap();
+        assert_eq!(queued.as_deref(), Some("threadkeeper-writer"));
+        storage.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_short_and_queued_writes_all_commit_once() {
         let (_dir, storage, path) = scratch().await;
         let mut tasks = Vec::new();
@@ -614,8 +642,8 @@ mod tests {
                 let insert = move |tx: &Tx| Ok(tx.execute("INSERT INTO t VALUES (?)", [i])?);
                 match i % 3 {
                     0 => storage.write(insert).await,
-                    1 => storage.write_short(Durability::Deferred, insert).await,
-                    _ => storage.write_short(Durability::Synced, insert).await,
+                    1 => storage.write_short(Durability::Deferred, 0, insert).await,
+                    _ => storage.write_short(Durability::Synced, 0, insert).await,
                 }
             }));
         }
