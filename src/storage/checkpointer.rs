@@ -16,7 +16,8 @@
 //! every 100 ms whatever the log's length made nearly every turn after a pause pay it.
 //!
 //! The writer learns the log's length from SQLite's WAL hook, called after each commit;
-//! installing it replaces SQLite's automatic checkpoint, so the hook also runs that.
+//! installing it replaces SQLite's automatic checkpoint, so the writer thread runs that one
+//! itself (`log_is_long`), never a request's thread.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
@@ -36,29 +37,40 @@ const PERIOD: Duration = Duration::from_millis(100);
 /// own default threshold (4 MiB of log).
 const CHECKPOINT_FROM: u32 = 1_000;
 
-/// The writer's own automatic checkpoint threshold, in frames (16 MiB of log).
-const WRITER_AUTOCHECKPOINT: c_int = 4_000;
+/// The writer's own checkpoint threshold, in frames (16 MiB of log).
+const WRITER_CHECKPOINT: u32 = 4_000;
 
 /// Frames in the write-ahead log after the writer's last commit.
 pub(super) type WalFrames = Arc<AtomicU32>;
 
-/// The writer's WAL hook: records the log's length after each commit and runs the writer's
-/// automatic checkpoint (which the hook replaces). Removed when dropped, which must happen
-/// before its connection closes.
+/// Whether the log has grown past the writer's own checkpoint threshold: the checkpoint
+/// thread has not kept up, and the writer should checkpoint after its commit.
+pub(super) fn log_is_long(frames: &WalFrames) -> bool {
+    frames.load(Ordering::Relaxed) >= WRITER_CHECKPOINT
+}
+
+/// The writer's WAL hook: records the log's length after each commit. Removed when
+/// dropped.
 pub(super) struct WalHook {
     db: *mut ffi::sqlite3,
     frames: *const AtomicU32,
 }
 
 // SAFETY: the pointers are only used to remove the hook in `drop`; the hook travels with
-// its connection (the writer's session), which is used by one thread at a time.
+// its connection (the writer's session), which one thread at a time uses. SQLite calls the
+// hook on whichever thread commits, and reads `frames` there: an `AtomicU32`, which is
+// `Sync`.
 unsafe impl Send for WalHook {}
 
 impl WalHook {
-    pub(super) fn install(db: &rusqlite::Connection, frames: &WalFrames) -> Self {
+    /// # Safety
+    ///
+    /// The returned hook must be dropped while `db`'s handle is still open and still used by
+    /// nothing else than `db`.
+    pub(super) unsafe fn install(db: &rusqlite::Connection, frames: &WalFrames) -> Self {
         let frames = Arc::into_raw(frames.clone());
         // SAFETY: `frames` stays alive (one strong count) until the hook is removed in
-        // `drop`; the handle is open for as long as `db`, which outlives this hook.
+        // `drop`; the caller keeps the handle open until then.
         let db = unsafe { db.handle() };
         unsafe { ffi::sqlite3_wal_hook(db, Some(after_commit), frames as *mut c_void) };
         Self { db, frames }
@@ -77,26 +89,13 @@ impl Drop for WalHook {
 
 unsafe extern "C" fn after_commit(
     frames: *mut c_void,
-    db: *mut ffi::sqlite3,
-    name: *const c_char,
+    _db: *mut ffi::sqlite3,
+    _name: *const c_char,
     in_log: c_int,
 ) -> c_int {
     // SAFETY: `frames` is the pointer `install` registered, alive until the hook is removed.
     let counter = unsafe { &*(frames as *const AtomicU32) };
     counter.store(in_log.max(0) as u32, Ordering::Relaxed);
-    if in_log >= WRITER_AUTOCHECKPOINT {
-        // What SQLite's automatic checkpoint does at its threshold.
-        // SAFETY: called by SQLite on this connection, outside any transaction.
-        unsafe {
-            ffi::sqlite3_wal_checkpoint_v2(
-                db,
-                name,
-                ffi::SQLITE_CHECKPOINT_PASSIVE,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-        }
-    }
     ffi::SQLITE_OK
 }
 
@@ -124,9 +123,8 @@ impl Checkpointer {
                     if in_log < CHECKPOINT_FROM || in_log == copied {
                         continue;
                     }
-                    copied = in_log;
                     match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        Ok(()) => {}
+                        Ok(()) => copied = in_log,
                         // Another process's checkpoint is running: its work is this one's.
                         Err(rusqlite::Error::SqliteFailure(e, _))
                             if matches!(
