@@ -10,7 +10,7 @@ use sqlx::Arguments;
 
 use super::contexts::{Cached, Context};
 use super::lists::{finish, paginate, Page, PageQuery};
-use super::rows::{self, MESSAGE_COLUMNS, MESSAGE_FIELDS};
+use super::rows::{self, Named, MESSAGE_COLUMNS, MESSAGE_FIELDS};
 use super::threads::{bump_thread, lease_state, Lease};
 use super::{row_in_thread, thread_of_tenant, Claim, Error, ReadConn, Storage, Tx};
 use crate::domain::ids;
@@ -139,7 +139,7 @@ impl Storage {
                 if incarnation.is_none() {
                     incarnation = row.get::<_, Option<String>>(MESSAGE_FIELDS)?.map(Arc::from);
                 }
-                messages.push(Arc::new(rows::message(row)?));
+                messages.push(Arc::new(rows::message(&Named::new(row))?));
             }
             Ok(incarnation.map(|incarnation| Cached::new(incarnation, messages)))
         })?;
@@ -177,7 +177,7 @@ fn extend_context(
     }
     let mut added = Vec::new();
     while let Some(row) = found.next()? {
-        added.push(Arc::new(rows::message(row)?));
+        added.push(Arc::new(rows::message(&Named::new(row))?));
     }
     Ok(Some(cached.extended(added)))
 }

@@ -35,6 +35,49 @@ impl Columns for rusqlite::Row<'_> {
     }
 }
 
+/// A rusqlite row with its column names read once. rusqlite finds a column by name by
+/// reading every column's name from SQLite again (a C string checked as UTF-8 each time), so
+/// mapping a 20-column row by name cost a few percent of a turn's instructions; here the
+/// names are read once per row and looked up from where the last one was found (columns
+/// are mostly read in the order they are selected).
+pub(super) struct Named<'s, 'r> {
+    row: &'s rusqlite::Row<'r>,
+    names: Vec<&'s str>,
+    next: std::cell::Cell<usize>,
+}
+
+impl<'s, 'r> Named<'s, 'r> {
+    pub(super) fn new(row: &'s rusqlite::Row<'r>) -> Self {
+        Self {
+            row,
+            names: row.as_ref().column_names(),
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        let start = self.next.get().min(self.names.len());
+        let (earlier, from_next) = self.names.split_at(start);
+        let found = from_next
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| start + i)
+            .or_else(|| earlier.iter().position(|n| *n == name))?;
+        self.next.set(found + 1);
+        Some(found)
+    }
+}
+
+impl Columns for Named<'_, '_> {
+    fn get<T: Column>(&self, name: &str) -> Result<T, Error> {
+        match self.index(name) {
+            Some(i) => Ok(self.row.get(i)?),
+            // Not among the names as selected (say, in another case): rusqlite's own lookup.
+            None => Ok(self.row.get(name)?),
+        }
+    }
+}
+
 pub(super) const THREAD_COLUMNS: &str = "id, created_at, updated_at, metadata, model, system, \
      reasoning, reasoning_replay, params, message_count, last_message_id, usage_reports, \
      prompt_tokens, completion_tokens, reasoning_tokens, cost";
@@ -148,4 +191,32 @@ pub(super) fn turn(row: &impl Columns) -> Result<TurnRecord, Error> {
             finished_at: row.get("upstream_finished_at")?,
         },
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_columns_are_found_in_any_order() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let mut select = db
+            .prepare("SELECT 1 AS id, 'two' AS name, NULL AS model, 4 AS seq")
+            .unwrap();
+        let mut rows = select.query([]).unwrap();
+        let row = rows.next().unwrap().unwrap();
+        let row = Named::new(row);
+        // In order, out of order, twice, and back to the start.
+        assert_eq!(row.get::<i64>("id").unwrap(), 1);
+        assert_eq!(row.get::<String>("name").unwrap(), "two");
+        assert_eq!(row.get::<i64>("seq").unwrap(), 4);
+        assert_eq!(row.get::<Option<String>>("model").unwrap(), None);
+        assert_eq!(row.get::<Option<String>>("model").unwrap(), None);
+        assert_eq!(row.get::<i64>("id").unwrap(), 1);
+        assert_eq!(row.get::<i64>("seq").unwrap(), 4);
+        // rusqlite's own lookup for what is not among the names as written.
+        assert_eq!(row.get::<i64>("ID").unwrap(), 1);
+        assert!(row.get::<i64>("missing").is_err());
+    }
 }

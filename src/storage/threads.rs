@@ -6,7 +6,7 @@ use sqlx::Arguments;
 
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::insert_messages;
-use super::rows::{self, THREAD_COLUMNS};
+use super::rows::{self, Columns, Named, THREAD_COLUMNS};
 use super::{Claim, Error, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::records::{MessageRecord, ThreadRecord};
@@ -82,14 +82,15 @@ impl Storage {
             let Some(row) = found.next()? else {
                 return Ok(None);
             };
-            let held = row.get::<_, Option<String>>("lease_turn_id")?.is_some()
+            let row = Named::new(row);
+            let held = row.get::<Option<String>>("lease_turn_id")?.is_some()
                 && row
-                    .get::<_, Option<i64>>("lease_expires_at")?
+                    .get::<Option<i64>>("lease_expires_at")?
                     .is_some_and(|e| e > ids::now_millis())
                 && row
-                    .get::<_, Option<String>>("lease_owner")?
+                    .get::<Option<String>>("lease_owner")?
                     .is_none_or(|o| super::owner::is_alive(&o));
-            Ok(Some((rows::thread(row)?, held)))
+            Ok(Some((rows::thread(&row)?, held)))
         })
     }
 
@@ -190,7 +191,10 @@ fn fetch_thread(tx: &Tx, tenant: &str, thread_id: &str) -> Result<Option<ThreadR
     let sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND tenant = ?");
     let mut select = tx.prepare_cached(&sql)?;
     let mut found = select.query(params![thread_id, tenant])?;
-    found.next()?.map(rows::thread).transpose()
+    found
+        .next()?
+        .map(|row| rows::thread(&Named::new(row)))
+        .transpose()
 }
 
 /// Records newly stored messages on their thread: count (= last seq), last id, update time.

@@ -13,7 +13,7 @@ use super::audit::{self, LastRequest};
 use super::contexts::Context;
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
-use super::rows::{self, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
+use super::rows::{self, Named, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{lease_state, Lease, ThreadState};
 use super::{owner, row_in_thread, thread_of_tenant, Durability, Error, Storage, Tx};
 use crate::domain::ids;
@@ -572,5 +572,8 @@ fn fetch_turn(tx: &Tx, turn_id: &str, columns: &str) -> Result<Option<TurnRecord
     let sql = format!("SELECT {columns} FROM turns WHERE id = ?");
     let mut select = tx.prepare_cached(&sql)?;
     let mut found = select.query([turn_id])?;
-    found.next()?.map(rows::turn).transpose()
+    found
+        .next()?
+        .map(|row| rows::turn(&Named::new(row)))
+        .transpose()
 }
