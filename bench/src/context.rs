@@ -57,8 +57,10 @@ pub fn context(b: &mut Bench, svc: &mut Service, fake: &FakeUpstream) -> Result<
         eprintln!("[bench] {scenario}: importing ...");
         let messages = fixtures::history(&mut Rng::new(tokens as u64), tokens * 4);
         let batches = Arc::new(fixtures::batches(&messages, IMPORT_BATCH_BYTES));
-        // Copy 0 for GET /context, copies 1..=k for one turn each, plus one warm-up turn.
-        let copies = sizes.context_turns + 2;
+        // Copy 0 for repeated GET /context; the others for one first read each (31: with 11,
+        // as before, the linearity verdict, a ratio of differences of p50s, flipped with
+        // noise); copies 1..=k+1 then also for one turn each (the first a warm-up).
+        let copies = 1 + sizes.context_first_reads.max(sizes.context_turns + 1);
         let ids = {
             let batches = batches.clone();
             load::fan_out(svc.addr, 4, copies, TIMEOUT, move |client, _| {
@@ -120,7 +122,7 @@ pub fn context(b: &mut Bench, svc: &mut Service, fake: &FakeUpstream) -> Result<
         }
 
         let mut turns = Hist::new();
-        for (k, id) in ids[1..].iter().enumerate() {
+        for (k, id) in ids[1..=sizes.context_turns + 1].iter().enumerate() {
             let outcome = turn_outcome(
                 client.post(
                     &format!("/v1/threads/{id}/turns"),
@@ -221,8 +223,8 @@ pub fn context(b: &mut Bench, svc: &mut Service, fake: &FakeUpstream) -> Result<
     Ok(())
 }
 
-/// Least squares ms = a + b * MB over the sizes, and whether the cost per added MB stays the
-/// same from 40k to 160k tokens: near 1 means the rebuild grows linearly in bytes.
+/// Least squares ms = a + b * MB over the sizes, and how the cost grows from 40k to 160k
+/// tokens (an exponent near 1 means the rebuild grows linearly in bytes).
 fn fit(b: &mut Bench, points: &[Point]) {
     if points.len() < 2 {
         return;
@@ -257,6 +259,16 @@ fn fit(b: &mut Bench, points: &[Point]) {
         }
         _ => None,
     };
+    // How time grows with bytes from 40k to 160k tokens, as an exponent: time ~ bytes^k, k
+    // from the two ends (4x apart). 1 is linear, 2 quadratic. The verdict uses this: the
+    // marginal ratio above divides two differences of p50s, and flipped between 0.75x and
+    // 1.8x on the same code from run to run (BENCHMARKS.md).
+    let exponent = match (at(40_000), at(160_000)) {
+        (Some(lo), Some(hi)) if lo.get_p50_ms > 0.0 && hi.bytes > lo.bytes => {
+            Some((hi.get_p50_ms / lo.get_p50_ms).ln() / (hi.bytes as f64 / lo.bytes as f64).ln())
+        }
+        _ => None,
+    };
     let r = &mut b.report;
     let s = "3 context fit";
     r.single(s, "GET /context first read slope", "ms/MB", slope);
@@ -265,11 +277,14 @@ fn fit(b: &mut Bench, points: &[Point]) {
     if let Some(g) = growth {
         r.single(s, "marginal ms/MB, 80k-160k vs 40k-80k", "x", g);
     }
+    if let Some(k) = exponent {
+        r.single(s, "growth exponent k (time ~ bytes^k), 40k-160k", "k", k);
+    }
     r.detail(
         s,
         json!({
             "points": points.iter().map(|p| json!({"tokens": p.tokens, "bytes": p.bytes, "get_p50_ms": p.get_p50_ms, "ms_per_mb": per_mb(p)})).collect::<Vec<_>>(),
-            "slope_ms_per_mb": slope, "intercept_ms": intercept, "r2": r2, "marginal_ms_per_mb_80k_160k_over_40k_80k": growth,
+            "slope_ms_per_mb": slope, "intercept_ms": intercept, "r2": r2, "marginal_ms_per_mb_80k_160k_over_40k_80k": growth, "growth_exponent_40k_160k": exponent,
         }),
     );
 }
