@@ -282,15 +282,28 @@ impl Storage {
         let finished = self
             .write_short(Durability::Synced, bytes, move |tx| {
                 let turn_id = turn_id.as_str();
-                // The turn's state, its thread's message count and incarnation, in one read.
-                let row: Option<(String, i64, String)> = tx
+                // The turn's state and what its opening write stored, its thread's message
+                // count and incarnation, in one read.
+                let row: Option<(String, i64, String, OpeningRow)> = tx
                     .prepare_cached(
-                        "SELECT t.status, h.message_count, h.incarnation FROM turns t \
-                     JOIN threads h ON h.id = t.thread_id WHERE t.id = ?",
+                        "SELECT t.status, h.message_count, h.incarnation, t.thread_id, \
+                         t.input_message_ids, t.model, t.created_at, t.idempotency_key, \
+                         t.request_sha256 FROM turns t \
+                         JOIN threads h ON h.id = t.thread_id WHERE t.id = ?",
                     )?
-                    .query_row([turn_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .query_row([turn_id], |r| {
+                        let opening = OpeningRow {
+                            thread_id: r.get(3)?,
+                            input_message_ids: r.get(4)?,
+                            model: r.get(5)?,
+                            created_at: r.get(6)?,
+                            idempotency_key: r.get(7)?,
+                            request_sha256: r.get(8)?,
+                        };
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, opening))
+                    })
                     .optional()?;
-                let Some((status, count, incarnation)) = row else {
+                let Some((status, count, incarnation, opening)) = row else {
                     return Ok(None);
                 };
                 if status != "in_progress" {
@@ -386,8 +399,30 @@ impl Storage {
                     turn_id,
                     thread_id,
                 ])?;
-                let turn = fetch_turn(tx, turn_id, TURN_SUMMARY_COLUMNS)?;
-                Ok(turn.map(|turn| (turn, output, incarnation, chain)))
+                // The turn as now stored (what `TURN_SUMMARY_COLUMNS` would read back).
+                let turn = TurnRecord {
+                    id: turn_id.to_owned(),
+                    thread_id: opening.thread_id,
+                    status: status.to_owned(),
+                    input_message_ids: opening.input_message_ids,
+                    output_message_id: output.as_ref().map(|m| m.id.clone()),
+                    model: opening.model,
+                    created_at: opening.created_at,
+                    completed_at: Some(now),
+                    latency_ms: Some(latency_ms),
+                    usage,
+                    generation_id,
+                    error,
+                    idempotency_key: opening.idempotency_key,
+                    request_sha256: opening.request_sha256,
+                    // The bodies stay out of the summary, as in `TURN_SUMMARY_COLUMNS`.
+                    audit: AuditRecord {
+                        request: None,
+                        response: None,
+                        ..audit
+                    },
+                };
+                Ok(Some((turn, output, incarnation, chain)))
             })
             .await?;
         let Some((turn, output, incarnation, chain)) = finished else {
@@ -542,6 +577,16 @@ impl Storage {
         })
         .await
     }
+}
+
+/// What a turn's opening write stored, read back by its closing write.
+struct OpeningRow {
+    thread_id: String,
+    input_message_ids: String,
+    model: String,
+    created_at: String,
+    idempotency_key: Option<String>,
+    request_sha256: Option<String>,
 }
 
 /// An `in_progress` turn with its thread's lease: turn id, thread id, lease turn, lease

@@ -350,3 +350,50 @@ async fn service_defaults_come_from_flags() {
         r#"{"max_tokens":64}"#
     );
 }
+
+/// The turn a POST answers (or a stream's `turn.completed` carries) is the turn as stored: a
+/// later GET reads the same fields, byte for byte, plus its audit record. The closing write
+/// builds the answer from what it wrote rather than reading the row back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turn_answered_is_the_turn_stored() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({"model": "m/alpha"})).await;
+    let plain = app.turn_ok(&id, &json!({"input": "first"})).await;
+    let keyed = app
+        .turn_with(
+            &id,
+            r#"{"input":"second","model":"m/beta"}"#,
+            &[("idempotency-key", "same-turn-7")],
+        )
+        .await
+        .expect(200);
+    let streamed = app
+        .stream_turn(&id, &json!({"input": "third", "stream": true}))
+        .await
+        .completed();
+    for answered in [&plain, &keyed, &streamed] {
+        let turn_id = id_of(answered);
+        let mut stored = app.turn_detail(&id, &turn_id).await.json();
+        assert!(stored["upstream"].is_object(), "{stored}");
+        stored.as_object_mut().unwrap().remove("upstream");
+        assert_eq!(
+            &stored, answered,
+            "answered and stored differ for {turn_id}"
+        );
+        let listed = app
+            .turns(&id)
+            .await
+            .into_iter()
+            .find(|t| t["id"] == turn_id.as_str())
+            .unwrap();
+        for field in [
+            "status",
+            "input_message_ids",
+            "model",
+            "created_at",
+            "completed_at",
+        ] {
+            assert_eq!(listed[field], answered[field], "{field} of {turn_id}");
+        }
+    }
+}
