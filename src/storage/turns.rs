@@ -115,10 +115,9 @@ impl Storage {
                         match status.as_str() {
                             "in_progress" => return Ok((Begun::Busy, None)),
                             "completed" => {
-                                let turn = fetch_turn(tx, &earlier_id, TURN_REPLAY_COLUMNS)?
-                                    .ok_or_else(|| {
-                                        Error::Internal("the replayed turn vanished".into())
-                                    })?;
+                                let turn = replay_turn(tx, &earlier_id)?.ok_or_else(|| {
+                                    Error::Internal("the replayed turn vanished".into())
+                                })?;
                                 return Ok((Begun::Replay(Box::new(turn)), None));
                             }
                             _ => {
@@ -611,10 +610,10 @@ fn release(tx: &Tx, thread_id: &str, turn_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// One turn, read inside a write transaction, with `columns` (`TURN_REPLAY_COLUMNS` or
-/// `TURN_SUMMARY_COLUMNS`).
-fn fetch_turn(tx: &Tx, turn_id: &str, columns: &str) -> Result<Option<TurnRecord>, Error> {
-    let sql = format!("SELECT {columns} FROM turns WHERE id = ?");
+/// A completed turn as answering it again needs it (`TURN_REPLAY_COLUMNS`), read inside the
+/// opening write.
+fn replay_turn(tx: &Tx, turn_id: &str) -> Result<Option<TurnRecord>, Error> {
+    let sql = format!("SELECT {TURN_REPLAY_COLUMNS} FROM turns WHERE id = ?");
     let mut select = tx.prepare_cached(&sql)?;
     let mut found = select.query([turn_id])?;
     found

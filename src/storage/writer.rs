@@ -52,6 +52,8 @@ const STATEMENT_CACHE: usize = 64;
 
 type Output = Result<Box<dyn Any + Send>, Error>;
 type Operation = Box<dyn FnOnce(&rusqlite::Connection) -> Output + Send>;
+/// A write's reply channel with what to send on it.
+type Answer = (oneshot::Sender<Output>, Output);
 
 struct Job {
     run: Operation,
@@ -308,9 +310,7 @@ fn lock(session: &Mutex<Option<Session>>) -> MutexGuard<'_, Option<Session>> {
 
 fn recover(guard: MutexGuard<'_, Option<Session>>) -> MutexGuard<'_, Option<Session>> {
     if let Some(session) = guard.as_ref() {
-        if !session.db.is_autocommit() {
-            let _ = session.db.execute_batch("ROLLBACK");
-        }
+        session.roll_back_if_open();
     }
     guard
 }
@@ -365,22 +365,30 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            // Waits for a caller committing its own short write, if one is.
-            let mut session = lock(&shared.session);
-            // Counted down only now: until the batch holds the connection, callers keep
-            // queueing behind it rather than overtaking it.
-            shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
-            metrics::histogram!(m::WRITE_BATCH).record(batch.len() as f64);
-            match session.as_mut() {
-                Some(session) => {
-                    session.commit_batch(&mut batch);
-                    session.checkpoint_if_long(&shared.wal_frames);
+            let answers = {
+                // Waits for a caller committing its own short write, if one is.
+                let mut session = lock(&shared.session);
+                // Counted down only now: until the batch holds the connection, callers keep
+                // queueing behind it rather than overtaking it.
+                shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                metrics::histogram!(m::WRITE_BATCH).record(batch.len() as f64);
+                match session.as_mut() {
+                    Some(session) => session.commit_batch(&mut batch),
+                    // Not reached: the session is only taken once `run` has returned.
+                    None => batch
+                        .drain(..)
+                        .map(|job| (job.reply, Err(Error::Closed)))
+                        .collect(),
                 }
-                // Not reached: the session is only taken once `run` has returned.
-                None => {
-                    for job in batch.drain(..) {
-                        let _ = job.reply.send(Err(Error::Closed));
-                    }
+            };
+            // Answered with the connection free: a caller whose next write follows at once
+            // finds the writer idle and commits it itself.
+            for (reply, output) in answers {
+                let _ = reply.send(output);
+            }
+            if checkpointer::log_is_long(&shared.wal_frames) {
+                if let Some(session) = lock(&shared.session).as_ref() {
+                    session.checkpoint_if_long(&shared.wal_frames);
                 }
             }
         }
@@ -442,10 +450,17 @@ impl Session {
         // Whatever happened, the connection must not stay open or without its busy timeout.
         let restored = self.db.busy_timeout(BUSY_TIMEOUT);
         let result = begun.and(restored);
-        if result.is_err() && !self.db.is_autocommit() {
-            let _ = self.db.execute_batch("ROLLBACK");
+        if result.is_err() {
+            self.roll_back_if_open();
         }
         result
+    }
+
+    /// Rolls back a transaction left open (by a failed step, or a panic), if there is one.
+    fn roll_back_if_open(&self) {
+        if !self.db.is_autocommit() {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
     }
 
     /// Ends the transaction of a write that ran alone in it (no savepoint needed: its
@@ -461,8 +476,9 @@ impl Session {
         }
     }
 
-    /// Runs one batch in one transaction and answers each of its writes.
-    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+    /// Runs one batch in one transaction; returns each write's answer, to be sent once the
+    /// connection is free again.
+    fn commit_batch(&mut self, batch: &mut Vec<Job>) -> Vec<Answer> {
         let sync = batch.iter().any(|job| job.sync);
         let mut begun = self.begin(sync);
         if begun.is_err() {
@@ -472,34 +488,31 @@ impl Session {
             begun = self.db.execute_batch("BEGIN IMMEDIATE");
         }
         if let Err(e) = begun {
-            for job in batch.drain(..) {
-                let _ = job.reply.send(Err(for_each_write(&e)));
-            }
-            return;
+            return batch
+                .drain(..)
+                .map(|job| (job.reply, Err(for_each_write(&e))))
+                .collect();
         }
         if batch.len() == 1 {
-            if let Some(job) = batch.pop() {
-                let output = unwound(|| (job.run)(&self.db));
-                let _ = job.reply.send(self.end_alone(output));
-            }
-            return;
+            return batch
+                .drain(..)
+                .map(|job| {
+                    let output = unwound(|| (job.run)(&self.db));
+                    (job.reply, self.end_alone(output))
+                })
+                .collect();
         }
-        let mut done = Vec::with_capacity(batch.len());
-        for job in batch.drain(..) {
-            let output = in_savepoint(&self.db, job.run);
-            done.push((job.reply, output));
-        }
+        let done: Vec<Answer> = batch
+            .drain(..)
+            .map(|job| (job.reply, in_savepoint(&self.db, job.run)))
+            .collect();
         match self.db.execute_batch("COMMIT") {
-            Ok(()) => {
-                for (reply, output) in done {
-                    let _ = reply.send(output);
-                }
-            }
+            Ok(()) => done,
             Err(e) => {
                 let _ = self.db.execute_batch("ROLLBACK");
-                for (reply, _) in done {
-                    let _ = reply.send(Err(for_each_write(&e)));
-                }
+                done.into_iter()
+                    .map(|(reply, _)| (reply, Err(for_each_write(&e))))
+                    .collect()
             }
         }
     }

@@ -250,6 +250,14 @@ impl Service {
         assert!(status.success(), "kill -s {name} failed");
     }
 
+    /// Sends SIGTERM and waits (up to 10 s) for the process to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(10))
+            .await
+            .expect("exited within 10 s of SIGTERM")
+    }
+
     /// Waits up to `limit` for the process to exit on its own; `None` if it is still running.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + limit;

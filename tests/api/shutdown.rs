@@ -104,12 +104,7 @@ async fn sigterm_lets_a_streaming_turn_whose_client_left_finish() {
     let seen = read_events_until(&mut response, |e| e.iter().any(|e| e.event == "chunk")).await;
     let turn_id = seen[0].json()["turn_id"].as_str().unwrap().to_owned();
     drop(response);
-    app.service.signal("TERM");
-    let status = app
-        .service
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exited within the grace period");
+    let status = app.service.terminate().await;
     assert!(status.success(), "exit {status:?}");
 
     app.restart();
@@ -142,12 +137,7 @@ async fn sigterm_with_a_short_grace_exits_after_it_and_the_turn_reads_interrupte
     });
     wait_for_requests(&app.fake, 1).await;
     let signalled = Instant::now();
-    app.service.signal("TERM");
-    let status = app
-        .service
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exited");
+    let status = app.service.terminate().await;
     let took = signalled.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(6),
@@ -179,12 +169,7 @@ async fn sigterm_on_an_idle_service_exits_zero_at_once() {
     let id = app.new_thread_id(&json!({})).await;
     app.turn_ok(&id, &json!({"input": "one"})).await;
     let signalled = Instant::now();
-    app.service.signal("TERM");
-    let status = app
-        .service
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exited");
+    let status = app.service.terminate().await;
     assert!(status.success(), "exit {status:?}");
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
@@ -201,12 +186,7 @@ async fn a_stopped_service_leaves_one_self_contained_database_file() {
     let id = app.new_thread_id(&json!({})).await;
     app.turn_ok(&id, &json!({"input": "keep me"})).await;
     app.context(&id, "").await; // a pooled reader has the file open too
-    app.service.signal("TERM");
-    let status = app
-        .service
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exited");
+    let status = app.service.terminate().await;
     assert!(status.success(), "{status:?}");
     let wal = app.db_path().with_extension("db-wal");
     assert!(
