@@ -130,7 +130,14 @@ impl Storage {
                 "an in-memory database is not supported: give a file, e.g. sqlite://threadkeeper.db".into(),
             ));
         }
-        let mut write = options.connect().await?;
+        // Each write in a group commit runs in its own savepoint, whose sub-journal (the
+        // pages' contents before the savepoint) would otherwise spill to a temporary file
+        // past 64 KiB: a pwrite per page journaled, on the writer's critical path.
+        let mut write = options
+            .clone()
+            .pragma("temp_store", "memory")
+            .connect()
+            .await?;
         MIGRATOR.run(&mut write).await.map_err(sqlx::Error::from)?;
         let path = options.get_filename().to_owned();
         let readers = readers::Readers::open(&path)?;
