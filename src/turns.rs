@@ -166,15 +166,21 @@ async fn drive(
         let _ = on_begun.send((turn_id.clone(), input_ids));
     }
 
-    let heartbeat = spawn_heartbeat(&state, &thread_id, &turn_id);
     let in_progress = metrics::gauge!(m::TURNS_IN_PROGRESS);
     in_progress.increment(1.0);
-    let result = call_and_store(
-        &state, &thread, context, &turn_id, &options, started, stages, sink,
-    )
-    .await;
+    let result = {
+        let work = call_and_store(
+            &state, &thread, context, &turn_id, &options, started, stages, sink,
+        );
+        // The lease is renewed beside the work, in this task: both are polled together and
+        // the renewals end with the work. (A task of its own cost every turn a wake-up of
+        // another worker thread to run it.)
+        tokio::select! {
+            result = work => result,
+            never = keep_lease(&state, &thread_id, &turn_id) => match never {},
+        }
+    };
     in_progress.decrement(1.0);
-    heartbeat.abort();
     let status = if result.is_ok() {
         "completed"
     } else {
@@ -353,27 +359,115 @@ fn completed(turn_id: &str, thread_id: &str, requested_model: &str, c: Completio
 }
 
 /// Renews the thread lease while the turn runs, so a slow model does not lose it and a dead
-/// process's lease still expires soon.
-fn spawn_heartbeat(
-    state: &AppState,
-    thread_id: &str,
-    turn_id: &str,
-) -> tokio::task::JoinHandle<()> {
-    let storage = state.storage.clone();
+/// process's lease still expires soon. Runs until dropped; stops renewing (and just waits)
+/// once the lease is no longer this turn's.
+async fn keep_lease(state: &AppState, thread_id: &str, turn_id: &str) -> std::convert::Infallible {
     let ttl = state.config.lease_ttl;
-    let (thread_id, turn_id) = (thread_id.to_owned(), turn_id.to_owned());
-    tokio::spawn(async move {
-        let every = (ttl / 3).max(Duration::from_millis(100));
-        loop {
-            tokio::time::sleep(every).await;
-            match storage
-                .renew_lease(&thread_id, &turn_id, ttl.as_millis() as i64)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => warn!(error = %e, "could not renew the thread lease"),
-            }
+    let every = (ttl / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        match state
+            .storage
+            .renew_lease(thread_id, turn_id, ttl.as_millis() as i64)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => warn!(error = %e, "could not renew the thread lease"),
         }
-    })
+    }
+    std::future::pending().await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use clap::Parser;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::config::{Config, ServeArgs};
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// The service with a short lease, on loopback, in front of a fake upstream that takes
+    /// `delay` to answer; returns its base URL.
+    async fn serve_with_lease(
+        dir: &std::path::Path,
+        upstream: &str,
+        lease_ttl: Duration,
+    ) -> String {
+        let db = format!("sqlite://{}", dir.join("lease.db").display());
+        let args = Args::parse_from(["serve", "--database-url", &db, "--upstream-url", upstream]);
+        let mut config = Config::from_args(&args.serve).unwrap();
+        config.api_key = Some("sk-or-test".to_owned().into());
+        config.lease_ttl = lease_ttl;
+        let state = AppState::build(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(crate::app::serve(listener, state, std::future::pending()));
+        base
+    }
+
+    // The lease outlives its time-to-live only because it is renewed while the model works:
+    // past the TTL, another turn on the thread is still refused, and the slow turn completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_turn_keeps_its_thread_past_the_lease_ttl_and_frees_it_when_done() {
+        let fake = fake_openrouter::FakeUpstream::start(fake_openrouter::FakeConfig {
+            default_delay: Duration::from_millis(2_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let base = serve_with_lease(dir.path(), &fake.base_url(), Duration::from_millis(600)).await;
+        let http = reqwest::Client::new();
+        let thread: Value = http
+            .post(format!("{base}/v1/threads"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let turns = format!("{base}/v1/threads/{}/turns", thread["id"].as_str().unwrap());
+        let slow = tokio::spawn({
+            let (http, turns) = (http.clone(), turns.clone());
+            async move {
+                let resp = http
+                    .post(&turns)
+                    .json(&json!({"input": "take your time"}))
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            }
+        });
+        // Two TTLs in: an unrenewed lease would have expired and been taken over. (Renewed
+        // every 200 ms, so a renewal may run late by 400 ms on a busy machine.)
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        let second = http
+            .post(&turns)
+            .json(&json!({"input": "me too"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(second.status().as_u16(), 409, "the thread was not held");
+        let (status, body) = slow.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "completed", "{body}");
+        // Once the turn is done, its renewals stop with it: the thread takes a turn at once.
+        let next = http
+            .post(&turns)
+            .json(&json!({"input": "and now"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next.status().as_u16(), 200);
+    }
 }
