@@ -79,10 +79,14 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => args.log_format.clone(),
         _ => "pretty".into(),
     };
-    if let Err(e) = crate::telemetry::init(&log_format) {
-        eprintln!("threadkeeper: {e}");
-        return ExitCode::from(2);
-    }
+    // Held to the end of `main`: dropping it writes out the log lines still queued.
+    let _log_writer = match crate::telemetry::init(&log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("threadkeeper: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
