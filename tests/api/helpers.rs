@@ -218,9 +218,46 @@ impl Service {
         Api::new(&self.base)
     }
 
-    /// Everything the process wrote to stderr so far.
+    /// Everything the process logged up to now. The service writes its log lines out in
+    /// batches (every 20 ms), so a request with a marker id is logged first and waited for:
+    /// lines go out in order, so once the marker's line is here, every earlier one is too.
     pub fn logs(&self) -> String {
+        self.settle_logs();
         self.logs.lock().unwrap().clone()
+    }
+
+    fn settle_logs(&self) {
+        use std::io::{Read, Write};
+        static MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let marker = format!(
+            "log-marker-{}-{}",
+            std::process::id(),
+            MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let asked = std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_secs(2))
+            .and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                write!(
+                    stream,
+                    "GET /healthz HTTP/1.1\r\nhost: test\r\nx-request-id: {marker}\r\n\
+                     connection: close\r\n\r\n"
+                )?;
+                stream.read_to_end(&mut Vec::new())
+            });
+        if asked.is_err() {
+            // Not serving (stopped or killed): what it wrote before is all there is; give
+            // the reader of its stderr a moment to catch up.
+            std::thread::sleep(Duration::from_millis(100));
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.logs.lock().unwrap().contains(&marker) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the service did not log the marker request {marker} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGKILL, then reap.
