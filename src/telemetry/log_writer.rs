@@ -1,5 +1,5 @@
-//! Where log lines go: a buffer that a thread of its own writes to stderr every few
-//! milliseconds, or sooner once it holds 64 KiB.
+//! Where log lines go: a buffer that a thread of its own writes to stderr at most
+//! `FLUSH_EVERY` after its first line, or sooner once it holds 64 KiB.
 //!
 //! A line costs its caller a lock and a copy: no system call, and no wake-up of another
 //! thread. (Writing each line to stderr cost a `write` per line on the request's thread, and
@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// How long a line may wait in the buffer.
+/// How long a line may wait in the buffer: the first line after a write-out wakes the
+/// writer, which writes out everything logged by then `FLUSH_EVERY` later.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 /// A buffer this full is written at once rather than at the next tick.
@@ -89,6 +90,14 @@ fn write_out(shared: &Shared, mut out: impl Write) {
     loop {
         let closed = {
             let mut pending = shared.lock();
+            // Idle, it sleeps until a line comes (no wake-ups while nothing is logged)...
+            while pending.bytes.is_empty() && !pending.closed {
+                pending = shared
+                    .wake
+                    .wait(pending)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            // ...then lets lines gather for up to `FLUSH_EVERY`.
             if pending.bytes.len() < FLUSH_AT && !pending.closed {
                 pending = shared
                     .wake
@@ -152,8 +161,11 @@ impl Write for Line<'_> {
                 .wait(pending)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        let first = pending.bytes.is_empty();
         pending.bytes.extend_from_slice(bytes);
-        if pending.bytes.len() >= FLUSH_AT {
+        // The first line since the last write-out starts the writer's clock; a full buffer
+        // cuts it short. Lines in between wake nobody.
+        if first || pending.bytes.len() >= FLUSH_AT {
             self.shared.wake.notify_one();
         }
         Ok(bytes.len())
