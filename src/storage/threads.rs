@@ -1,5 +1,7 @@
 //! Thread operations: create (with imported history), read, list, patch, delete.
 
+use std::sync::LazyLock;
+
 use rusqlite::{params, params_from_iter, OptionalExtension};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
@@ -72,12 +74,15 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
     ) -> Result<Option<(ThreadRecord, bool)>, Error> {
-        let sql = format!(
-            "SELECT {THREAD_COLUMNS}, lease_turn_id, lease_expires_at, lease_owner \
-             FROM threads WHERE id = ? AND tenant = ?"
-        );
+        // Built once: this runs on every turn.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {THREAD_COLUMNS}, lease_turn_id, lease_expires_at, lease_owner \
+                 FROM threads WHERE id = ? AND tenant = ?"
+            )
+        });
         self.readers.read(|conn| {
-            let mut select = conn.prepare_cached(&sql)?;
+            let mut select = conn.prepare_cached(&SQL)?;
             let mut found = select.query(params![thread_id, tenant])?;
             let Some(row) = found.next()? else {
                 return Ok(None);
