@@ -80,6 +80,7 @@ pub fn build_request<M: Borrow<MessageRecord>>(
     options: &ResolvedOptions,
 ) -> String {
     let capacity = 256
+        + thread.system.as_ref().map_or(0, String::len)
         + messages
             .iter()
             .map(|m| {
@@ -93,16 +94,16 @@ pub fn build_request<M: Borrow<MessageRecord>>(
     let mut body = ObjectWriter::with_capacity(capacity);
     body.string("model", &options.model);
 
-    let mut rendered = Vec::with_capacity(messages.len() + 1);
-    if let Some(system) = &thread.system {
-        let mut m = ObjectWriter::new();
-        m.string("role", "system").string("content", system);
-        rendered.push(m.finish());
-    }
-    for message in messages {
-        rendered.push(context_message(message.borrow(), options));
-    }
-    body.array("messages", &rendered);
+    let system = thread.system.as_deref().map(Entry::System);
+    let entries = system
+        .into_iter()
+        .chain(messages.iter().map(|m| Entry::Message(m.borrow())));
+    body.objects("messages", entries, |m, entry| match entry {
+        Entry::System(system) => {
+            m.string("role", "system").string("content", system);
+        }
+        Entry::Message(message) => context_message(m, message, options),
+    });
     body.raw("reasoning", &options.reasoning);
     for (key, value) in &options.params {
         body.raw(key, value.get());
@@ -118,11 +119,14 @@ pub fn build_request<M: Borrow<MessageRecord>>(
     body.finish()
 }
 
-fn context_message(message: &MessageRecord, options: &ResolvedOptions) -> String {
-    let mut m = ObjectWriter::with_capacity(
-        64 + message.content.as_ref().map_or(0, String::len)
-            + message.reasoning_details.as_ref().map_or(0, String::len),
-    );
+/// One entry of the request's `messages`.
+enum Entry<'a> {
+    /// The thread's system prompt, first.
+    System(&'a str),
+    Message(&'a MessageRecord),
+}
+
+fn context_message(m: &mut ObjectWriter, message: &MessageRecord, options: &ResolvedOptions) {
     m.string("role", &message.role)
         .opt_raw("content", message.content.as_deref())
         .opt_string("name", message.name.as_deref())
@@ -145,7 +149,6 @@ fn context_message(message: &MessageRecord, options: &ResolvedOptions) -> String
             m.opt_raw("reasoning_details", message.reasoning_details.as_deref());
         }
     }
-    m.finish()
 }
 
 /// The resolved params as JSON text (for display in logs and tests).

@@ -132,6 +132,33 @@ impl ObjectWriter {
         self
     }
 
+    /// An array of objects, each written in place by `write`: no string per item.
+    pub fn objects<T>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = T>,
+        mut write: impl FnMut(&mut ObjectWriter, T),
+    ) -> &mut Self {
+        self.key(key);
+        self.out.push('[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push('{');
+            // The item writes into the same buffer (moved, not copied).
+            let mut item_writer = ObjectWriter {
+                out: std::mem::take(&mut self.out),
+                empty: true,
+            };
+            write(&mut item_writer, item);
+            item_writer.out.push('}');
+            self.out = item_writer.out;
+        }
+        self.out.push(']');
+        self
+    }
+
     pub fn finish(mut self) -> String {
         self.out.push('}');
         self.out
@@ -141,6 +168,25 @@ impl ObjectWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_are_written_in_place_in_order() {
+        let mut w = ObjectWriter::new();
+        w.string("first", "a")
+            .objects("items", [1, 2, 3], |item, n| {
+                if n != 2 {
+                    item.int("n", n).string("s", "x\"y");
+                }
+            })
+            .objects("none", Vec::<i64>::new(), |item, n| {
+                item.int("n", n);
+            })
+            .bool("last", true);
+        assert_eq!(
+            w.finish(),
+            r#"{"first":"a","items":[{"n":1,"s":"x\"y"},{},{"n":3,"s":"x\"y"}],"none":[],"last":true}"#
+        );
+    }
 
     #[test]
     fn strings_escape_like_serde_json() {
