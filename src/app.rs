@@ -24,6 +24,8 @@ pub struct AppState {
     pub upstream: UpstreamClient,
     /// Running turns: they outlive their requests, and shutdown waits for them.
     pub turns: TaskTracker,
+    /// The threads this process is running a turn on (answered 409 without the database).
+    pub running: crate::turns::RunningThreads,
     pub auth: Arc<Auth>,
 }
 
@@ -61,6 +63,7 @@ impl AppState {
             storage,
             upstream,
             turns: TaskTracker::new(),
+            running: crate::turns::RunningThreads::default(),
             auth: Arc::new(Auth::new(config_rate_limit)),
         })
     }

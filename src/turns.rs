@@ -5,6 +5,8 @@
 //! The work runs in its own task: a client that disconnects does not cancel it, so the
 //! turn still ends `completed` or `failed` with nothing lost.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, UnboundedReceiver};
@@ -21,6 +23,67 @@ use crate::error::{ApiError, ApiResult};
 use crate::storage::{BeginTurn, Begun, TurnOutcome};
 use crate::telemetry::metrics as m;
 use crate::upstream::{ChunkSink, Completion};
+
+/// The threads this process is running a turn on, so that another turn on one of them is
+/// refused without a database read. The lease taken in the opening write stays the
+/// authority (it also covers other processes); this only answers sooner for this one's.
+#[derive(Clone, Default)]
+pub struct RunningThreads(Arc<Mutex<HashMap<String, Running>>>);
+
+/// A thread's entry: its tenant (thread ids are unique across tenants, and another tenant
+/// must get 404, not 409) and how many of its turns this process runs (more than one only
+/// while a turn whose lease expired under it is still finishing).
+struct Running {
+    tenant: String,
+    turns: usize,
+}
+
+impl RunningThreads {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        // Entries are whole after any panic: each change is one insert or one decrement.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn contains(&self, tenant: &str, thread_id: &str) -> bool {
+        self.lock()
+            .get(thread_id)
+            .is_some_and(|running| running.tenant == tenant)
+    }
+
+    /// Marks the thread running until the returned guard is dropped.
+    fn enter(&self, tenant: &str, thread_id: &str) -> RunningGuard {
+        self.lock()
+            .entry(thread_id.to_owned())
+            .or_insert_with(|| Running {
+                tenant: tenant.to_owned(),
+                turns: 0,
+            })
+            .turns += 1;
+        RunningGuard {
+            threads: self.clone(),
+            thread_id: thread_id.to_owned(),
+        }
+    }
+}
+
+struct RunningGuard {
+    threads: RunningThreads,
+    thread_id: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let mut threads = self.threads.lock();
+        if let Some(running) = threads.get_mut(&self.thread_id) {
+            running.turns -= 1;
+            if running.turns == 0 {
+                threads.remove(&self.thread_id);
+            }
+        }
+    }
+}
 
 /// A turn that ended: its record and, when completed, its assistant message.
 pub type FinishedTurn = (TurnRecord, Option<MessageRecord>);
@@ -124,44 +187,40 @@ async fn drive(
     let turn_id = ids::new_id();
     tracing::Span::current().record("turn_id", turn_id.as_str());
 
-    // The thread's settings as the turn starts: they resolve the model (the turn row names
-    // it) and shape the context. Its messages are read after the input is stored.
-    let (thread, busy) = state
-        .storage
-        .thread_for_turn(&tenant, &thread_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such thread".into()))?;
-    // A busy thread is refused here, without queueing for the writer; an idempotent repeat
-    // goes on, since it may be answered from its stored turn.
-    if busy && request.idempotency.is_none() {
+    // A thread this process is running a turn on is refused at once, without the database;
+    // an idempotent repeat goes on, since it may be answered from its stored turn. (Another
+    // process's turn is found by the lease, in the opening write.)
+    if request.idempotency.is_none() && state.running.contains(&tenant, &thread_id) {
         return Err(ApiError::ThreadBusy);
     }
-    let options = resolve(&state.defaults, &thread, &request.overrides, request.stream)?;
-
-    let lease_ttl_ms = state.config.lease_ttl.as_millis() as i64;
     let begin = BeginTurn {
         turn_id: turn_id.clone(),
-        model: options.model.clone(),
+        model: request.overrides.model.clone(),
+        default_model: state.defaults.model.clone(),
         input: request.input,
-        lease_ttl_ms,
+        lease_ttl_ms: state.config.lease_ttl.as_millis() as i64,
         idempotency: request.idempotency.map(|i| (i.key, i.request_sha256)),
     };
     let storing = Instant::now();
-    let (input_ids, context) = match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
-        Begun::Started {
-            input_message_ids,
-            context,
-        } => (input_message_ids, context),
-        Begun::Replay(turn) => return replay(&state, *turn, on_begun, sink).await,
-        Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
-        Begun::Busy => return Err(ApiError::ThreadBusy),
-        Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-    };
+    let (thread, model, input_ids, context) =
+        match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
+            Begun::Started {
+                thread,
+                model,
+                input_message_ids,
+                context,
+            } => (thread, model, input_message_ids, context),
+            Begun::Replay(turn) => return replay(&state, *turn, on_begun, sink).await,
+            Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
+            Begun::Busy => return Err(ApiError::ThreadBusy),
+            Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+        };
+    let _running = state.running.enter(&tenant, &thread_id);
     let stages = Stages {
         store_input_us: micros(storing),
         ..Stages::default()
     };
-    info!(model = %options.model, inputs = input_ids.len(), stream = request.stream, "turn started");
+    info!(model = %model, inputs = input_ids.len(), stream = request.stream, "turn started");
     if let Some(on_begun) = on_begun {
         let _ = on_begun.send((turn_id.clone(), input_ids));
     }
@@ -170,7 +229,15 @@ async fn drive(
     in_progress.increment(1.0);
     let result = {
         let work = call_and_store(
-            &state, &thread, context, &turn_id, &options, started, stages, sink,
+            &state,
+            &thread,
+            &request.overrides,
+            request.stream,
+            context,
+            &turn_id,
+            started,
+            stages,
+            sink,
         );
         // The lease is renewed beside the work, in this task: both are polled together and
         // the renewals end with the work. (A task of its own cost every turn a wake-up of
@@ -244,14 +311,18 @@ async fn replay(
 async fn call_and_store(
     state: &AppState,
     thread: &crate::domain::records::ThreadRecord,
+    overrides: &crate::domain::turn::Overrides,
+    stream: bool,
     context: Option<crate::storage::Context>,
     turn_id: &str,
-    options: &crate::domain::context::ResolvedOptions,
     started: Instant,
     mut stages: Stages,
     sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
     let building = Instant::now();
+    // The turn's options from the thread as its opening write read it (the model was chosen
+    // there by the same rule).
+    let options = &resolve(&state.defaults, thread, overrides, stream)?;
     let messages = match context {
         Some(context) => context,
         None => state.storage.context_messages(&thread.id).await?,

@@ -66,39 +66,6 @@ impl Storage {
             .read(|conn| fetch_thread(conn, tenant, thread_id))
     }
 
-    /// A thread as a turn starts, and whether a live turn holds it: a read that lets a
-    /// busy thread be refused without queueing for the writer. (The lease taken in the write
-    /// transaction stays the authority.)
-    pub async fn thread_for_turn(
-        &self,
-        tenant: &str,
-        thread_id: &str,
-    ) -> Result<Option<(ThreadRecord, bool)>, Error> {
-        // Built once: this runs on every turn.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "SELECT {THREAD_COLUMNS}, lease_turn_id, lease_expires_at, lease_owner \
-                 FROM threads WHERE id = ? AND tenant = ?"
-            )
-        });
-        self.readers.read(|conn| {
-            let mut select = conn.prepare_cached(&SQL)?;
-            let mut found = select.query(params![thread_id, tenant])?;
-            let Some(row) = found.next()? else {
-                return Ok(None);
-            };
-            let row = Named::new(row);
-            let held = row.get::<Option<String>>("lease_turn_id")?.is_some()
-                && row
-                    .get::<Option<i64>>("lease_expires_at")?
-                    .is_some_and(|e| e > ids::now_millis())
-                && row
-                    .get::<Option<String>>("lease_owner")?
-                    .is_none_or(|o| super::owner::is_alive(&o));
-            Ok(Some((rows::thread(&row)?, held)))
-        })
-    }
-
     pub async fn list_threads(
         &self,
         tenant: &str,
@@ -262,21 +229,68 @@ pub(super) fn lease_state(
             incarnation: String::new(),
         });
     };
-    let lease = match turn {
+    let lease = lease_of(turn, expires, owner.as_deref(), now_millis);
+    Ok(ThreadState {
+        lease,
+        count,
+        incarnation,
+    })
+}
+
+/// Whether a lease is held: by a turn (`turn`), until `expires`, by a process still alive.
+fn lease_of(
+    turn: Option<String>,
+    expires: Option<i64>,
+    owner: Option<&str>,
+    now_millis: i64,
+) -> Lease {
+    match turn {
         None => Lease::Free,
         Some(turn) => {
             let expired = expires.is_none_or(|e| e <= now_millis);
-            let owner_gone = owner.as_deref().is_some_and(|o| !super::owner::is_alive(o));
+            let owner_gone = owner.is_some_and(|o| !super::owner::is_alive(o));
             if expired || owner_gone {
                 Lease::Expired(turn)
             } else {
                 Lease::Held
             }
         }
+    }
+}
+
+/// A thread as a turn starts (its settings), with its lease, message count and incarnation,
+/// read in one query inside the turn's opening write; `None` when the tenant has no such
+/// thread.
+pub(super) fn thread_for_turn(
+    tx: &Tx,
+    tenant: &str,
+    thread_id: &str,
+    now_millis: i64,
+) -> Result<Option<(ThreadRecord, ThreadState)>, Error> {
+    // Built once: this runs on every turn.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {THREAD_COLUMNS}, lease_turn_id, lease_expires_at, lease_owner, incarnation \
+             FROM threads WHERE id = ? AND tenant = ?"
+        )
+    });
+    let mut select = tx.prepare_cached(&SQL)?;
+    let mut found = select.query(params![thread_id, tenant])?;
+    let Some(row) = found.next()? else {
+        return Ok(None);
     };
-    Ok(ThreadState {
+    let row = Named::new(row);
+    let thread = rows::thread(&row)?;
+    let lease = lease_of(
+        row.get("lease_turn_id")?,
+        row.get("lease_expires_at")?,
+        row.get::<Option<String>>("lease_owner")?.as_deref(),
+        now_millis,
+    );
+    let state = ThreadState {
         lease,
-        count,
-        incarnation,
-    })
+        count: thread.message_count,
+        incarnation: row.get("incarnation")?,
+    };
+    Ok(Some((thread, state)))
 }

@@ -14,16 +14,21 @@ use super::contexts::Context;
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::messages::{insert_message, insert_messages};
 use super::rows::{self, Named, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
-use super::threads::{lease_state, Lease, ThreadState};
+use super::threads::{thread_for_turn, Lease, ThreadState};
 use super::{owner, row_in_thread, thread_of_tenant, Durability, Error, Storage, Tx};
+use crate::domain::context::turn_model;
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
-use crate::domain::records::{AuditRecord, MessageRecord, TurnRecord, UsageTotals};
+use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
 use crate::telemetry::metrics as m;
 
 pub struct BeginTurn {
     pub turn_id: String,
-    pub model: String,
+    /// The model the turn asked for, if any: with the thread's and `default_model`, it
+    /// decides the model (`domain::context::turn_model`) from the thread as this
+    /// transaction reads it.
+    pub model: Option<String>,
+    pub default_model: String,
     pub input: Vec<NewMessage>,
     pub lease_ttl_ms: i64,
     /// `Idempotency-Key` and the SHA-256 of the request it came with.
@@ -35,6 +40,10 @@ pub struct BeginTurn {
 pub enum Begun {
     /// The input is stored and the turn holds the thread's lease.
     Started {
+        /// The thread as it was when the turn began (its settings shape the request).
+        thread: Box<ThreadRecord>,
+        /// The model the turn runs, as its row names it.
+        model: String,
         input_message_ids: Vec<String>,
         /// The thread's messages, input included, when they could be known without a
         /// read (the cached context was current); else `context_messages` reads them.
@@ -87,14 +96,15 @@ impl Storage {
         let (begun, written) = self
             .write_short(Durability::Deferred, bytes, move |tx| {
                 let thread_id = thread_id.as_str();
+                let Some((thread, state)) = thread_for_turn(tx, &tenant, thread_id, now_ms)? else {
+                    return Ok((Begun::NotFound, None));
+                };
                 let ThreadState {
                     lease,
                     count,
                     incarnation,
-                } = lease_state(tx, &tenant, thread_id, now_ms)?;
-                if matches!(lease, Lease::Missing) {
-                    return Ok((Begun::NotFound, None));
-                }
+                } = state;
+                let model = turn_model(begin.model.as_deref(), &thread, &begin.default_model);
                 // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
                 // the model again on its stored input, which is not stored a second time.
                 let mut rerun_input: Option<String> = None;
@@ -168,7 +178,7 @@ impl Storage {
                     begin.turn_id,
                     thread_id,
                     input_ids,
-                    begin.model,
+                    model,
                     now,
                     begin.idempotency.as_ref().map(|(key, _)| key),
                     begin.idempotency.as_ref().map(|(_, hash)| hash),
@@ -194,6 +204,8 @@ impl Storage {
                 let input_message_ids = serde_json::from_str(&input_ids)
                     .map_err(|e| Error::Internal(format!("input_message_ids: {e}")))?;
                 let started = Begun::Started {
+                    thread: Box::new(thread),
+                    model,
                     input_message_ids,
                     context: None,
                 };
@@ -203,7 +215,10 @@ impl Storage {
         match (begun, written) {
             (
                 Begun::Started {
-                    input_message_ids, ..
+                    thread,
+                    model,
+                    input_message_ids,
+                    ..
                 },
                 Some((count, incarnation, stored)),
             ) => {
@@ -216,6 +231,8 @@ impl Storage {
                     metrics::counter!(m::CONTEXT_READS, "source" => "cache").increment(1);
                 }
                 Ok(Begun::Started {
+                    thread,
+                    model,
                     input_message_ids,
                     context,
                 })

@@ -558,3 +558,48 @@ async fn import_into_a_tenant_is_invisible_to_others() {
         .await
         .expect_error(404, "not_found");
 }
+
+// A thread with a turn running is known to this process as busy; another tenant posting a
+// turn to its id must still get the 404 of a thread that does not exist, not the 409 that
+// would tell it the thread exists and is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
+    let app = spawn_app().await;
+    let a = create_key(&app.db_url, "a", "ta").await;
+    let b = create_key(&app.db_url, "b", "tb").await;
+    let a = keyed(&app.base, &a.key);
+    let b = keyed(&app.base, &b.key);
+    let thread = id_of(
+        &a.send_text(Method::POST, "/v1/threads", "{}")
+            .await
+            .expect(201),
+    );
+    app.fake.push(
+        Reply::raw(
+            200,
+            r#"{"id":"gen-slow","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"done"},"finish_reason":"stop"}]}"#,
+        )
+        .with_delay(std::time::Duration::from_millis(1_500)),
+    );
+    let running = tokio::spawn({
+        let (a, thread) = (a.clone(), thread.clone());
+        async move { a.turn(&thread, &json!({"input": "slow one"})).await }
+    });
+    // Once the model has been called, the turn is running: A's next turn is refused...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.fake.requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the model was never called"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    a.turn(&thread, &json!({"input": "me too"}))
+        .await
+        .expect_error(409, "thread_busy");
+    // ...and B, on the same id, finds no thread.
+    b.turn(&thread, &json!({"input": "probe"}))
+        .await
+        .expect_error(404, "not_found");
+    running.await.unwrap().expect(200);
+}
