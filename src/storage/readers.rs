@@ -1,4 +1,4 @@
-//! The reads on every request's path (the key check, a turn's thread and its context) run
+//! The reads on every request's path (the key check, a thread, a turn's context) run
 //! through rusqlite on a small pool of read-only connections, on the calling thread.
 //!
 //! They are single indexed queries over pages the OS has cached, shorter than the hand-off
