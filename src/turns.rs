@@ -17,7 +17,7 @@ use tracing::{info, instrument, warn, Instrument};
 use crate::app::AppState;
 use crate::domain::context::{build_request, resolve};
 use crate::domain::ids;
-use crate::domain::records::{MessageRecord, TurnRecord};
+use crate::domain::records::{MessageRecord, ThreadRecord, TurnRecord};
 use crate::domain::turn::TurnRequest;
 use crate::error::{ApiError, ApiResult};
 use crate::storage::{BeginTurn, Begun, TurnOutcome};
@@ -25,22 +25,27 @@ use crate::telemetry::metrics as m;
 use crate::upstream::{ChunkSink, Completion};
 
 /// The threads this process is running a turn on, so that another turn on one of them is
-/// refused without a database read. The lease taken in the opening write stays the
-/// authority (it also covers other processes); this only answers sooner for this one's.
+/// refused without a database read. The lease in the database stays the authority: an
+/// entry claims a thread only while this process's lease on it is known to last (until the
+/// expiry the opening write or the last renewal set, counted from before that write), so a
+/// lease that lapsed or was taken over is decided by the database again, as for turns of
+/// other processes.
 #[derive(Clone, Default)]
 pub struct RunningThreads(Arc<Mutex<HashMap<String, Running>>>);
 
 /// A thread's entry: its tenant (thread ids are unique across tenants, and another tenant
-/// must get 404, not 409) and how many of its turns this process runs (more than one only
-/// while a turn whose lease expired under it is still finishing).
+/// must get 404, not 409), how many of its turns this process runs (more than one only
+/// while a turn whose lease was taken over is still finishing), and until when the lease
+/// holds for sure.
 struct Running {
     tenant: String,
     turns: usize,
+    held_until: Instant,
 }
 
 impl RunningThreads {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
-        // Entries are whole after any panic: each change is one insert or one decrement.
+        // Entries are whole after any panic: each change is one insert or one field.
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -49,21 +54,32 @@ impl RunningThreads {
     fn contains(&self, tenant: &str, thread_id: &str) -> bool {
         self.lock()
             .get(thread_id)
-            .is_some_and(|running| running.tenant == tenant)
+            .is_some_and(|running| running.tenant == tenant && running.held_until > Instant::now())
     }
 
-    /// Marks the thread running until the returned guard is dropped.
-    fn enter(&self, tenant: &str, thread_id: &str) -> RunningGuard {
-        self.lock()
+    /// Marks the thread running, its lease sure until `held_until`, until the returned
+    /// guard is dropped.
+    fn enter(&self, tenant: &str, thread_id: &str, held_until: Instant) -> RunningGuard {
+        let mut threads = self.lock();
+        let running = threads
             .entry(thread_id.to_owned())
             .or_insert_with(|| Running {
                 tenant: tenant.to_owned(),
                 turns: 0,
-            })
-            .turns += 1;
+                held_until,
+            });
+        running.turns += 1;
+        running.held_until = held_until;
         RunningGuard {
             threads: self.clone(),
             thread_id: thread_id.to_owned(),
+        }
+    }
+
+    /// The lease was renewed (`Some`: until then) or lost (`None`).
+    fn lease(&self, thread_id: &str, held_until: Option<Instant>) {
+        if let Some(running) = self.lock().get_mut(thread_id) {
+            running.held_until = held_until.unwrap_or_else(Instant::now);
         }
     }
 }
@@ -195,32 +211,47 @@ async fn drive(
     }
     let begin = BeginTurn {
         turn_id: turn_id.clone(),
-        model: request.overrides.model.clone(),
-        default_model: state.defaults.model.clone(),
         input: request.input,
         lease_ttl_ms: state.config.lease_ttl.as_millis() as i64,
         idempotency: request.idempotency.map(|i| (i.key, i.request_sha256)),
     };
     let storing = Instant::now();
-    let (thread, model, input_ids, context) =
-        match state.storage.begin_turn(&tenant, &thread_id, begin).await? {
-            Begun::Started {
-                thread,
-                model,
-                input_message_ids,
-                context,
-            } => (thread, model, input_message_ids, context),
-            Begun::Replay(turn) => return replay(&state, *turn, on_begun, sink).await,
-            Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
-            Begun::Busy => return Err(ApiError::ThreadBusy),
-            Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        };
-    let _running = state.running.enter(&tenant, &thread_id);
+    // The turn's options, from the thread as its opening write reads it (before it stores
+    // anything: settings it cannot use refuse the turn with nothing stored).
+    let decide = {
+        let defaults = state.defaults.clone();
+        let overrides = request.overrides;
+        let stream = request.stream;
+        move |thread: &ThreadRecord| {
+            resolve(&defaults, thread, &overrides, stream)
+                .map(|options| (options.model.clone(), options))
+        }
+    };
+    let (thread, options, input_ids, context) = match state
+        .storage
+        .begin_turn(&tenant, &thread_id, begin, decide)
+        .await?
+    {
+        Begun::Started {
+            thread,
+            options,
+            input_message_ids,
+            context,
+        } => (thread, options, input_message_ids, context),
+        Begun::Refused(error) => return Err(error),
+        Begun::Replay(turn) => return replay(&state, *turn, on_begun, sink).await,
+        Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
+        Begun::Busy => return Err(ApiError::ThreadBusy),
+        Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+    };
+    let _running = state
+        .running
+        .enter(&tenant, &thread_id, storing + state.config.lease_ttl);
     let stages = Stages {
         store_input_us: micros(storing),
         ..Stages::default()
     };
-    info!(model = %model, inputs = input_ids.len(), stream = request.stream, "turn started");
+    info!(model = %options.model, inputs = input_ids.len(), stream = options.stream, "turn started");
     if let Some(on_begun) = on_begun {
         let _ = on_begun.send((turn_id.clone(), input_ids));
     }
@@ -229,15 +260,7 @@ async fn drive(
     in_progress.increment(1.0);
     let result = {
         let work = call_and_store(
-            &state,
-            &thread,
-            &request.overrides,
-            request.stream,
-            context,
-            &turn_id,
-            started,
-            stages,
-            sink,
+            &state, &thread, context, &turn_id, &options, started, stages, sink,
         );
         // The lease is renewed beside the work, in this task: both are polled together and
         // the renewals end with the work. (A task of its own cost every turn a wake-up of
@@ -310,19 +333,15 @@ async fn replay(
 #[allow(clippy::too_many_arguments)]
 async fn call_and_store(
     state: &AppState,
-    thread: &crate::domain::records::ThreadRecord,
-    overrides: &crate::domain::turn::Overrides,
-    stream: bool,
+    thread: &ThreadRecord,
     context: Option<crate::storage::Context>,
     turn_id: &str,
+    options: &crate::domain::context::ResolvedOptions,
     started: Instant,
     mut stages: Stages,
     sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
     let building = Instant::now();
-    // The turn's options from the thread as its opening write read it (the model was chosen
-    // there by the same rule).
-    let options = &resolve(&state.defaults, thread, overrides, stream)?;
     let messages = match context {
         Some(context) => context,
         None => state.storage.context_messages(&thread.id).await?,
@@ -437,13 +456,17 @@ async fn keep_lease(state: &AppState, thread_id: &str, turn_id: &str) -> std::co
     let every = (ttl / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
+        let asked = Instant::now();
         match state
             .storage
             .renew_lease(thread_id, turn_id, ttl.as_millis() as i64)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => break,
+            Ok(true) => state.running.lease(thread_id, Some(asked + ttl)),
+            Ok(false) => {
+                state.running.lease(thread_id, None);
+                break;
+            }
             Err(e) => warn!(error = %e, "could not renew the thread lease"),
         }
     }
@@ -520,10 +543,13 @@ mod tests {
             }
         });
         // Two TTLs in: an unrenewed lease would have expired and been taken over. (Renewed
-        // every 200 ms, so a renewal may run late by 400 ms on a busy machine.)
+        // every 200 ms, so a renewal may run late by 400 ms on a busy machine.) The probe
+        // carries an idempotency key, which skips the in-memory busy answer: the lease in
+        // the database has to decide.
         tokio::time::sleep(Duration::from_millis(1_300)).await;
         let second = http
             .post(&turns)
+            .header("Idempotency-Key", "probe")
             .json(&json!({"input": "me too"}))
             .send()
             .await

@@ -32,14 +32,6 @@ pub struct ResolvedOptions {
     pub stream: bool,
 }
 
-/// The model a turn runs: its own choice, else its thread's, else the service's default.
-pub fn turn_model(requested: Option<&str>, thread: &ThreadRecord, default: &str) -> String {
-    requested
-        .or(thread.model.as_deref())
-        .unwrap_or(default)
-        .to_owned()
-}
-
 pub fn resolve(
     defaults: &Defaults,
     thread: &ThreadRecord,
@@ -65,7 +57,11 @@ pub fn resolve(
         (None, None) => ReasoningReplay::default(),
     };
     Ok(ResolvedOptions {
-        model: turn_model(overrides.model.as_deref(), thread, &defaults.model),
+        model: overrides
+            .model
+            .clone()
+            .or_else(|| thread.model.clone())
+            .unwrap_or_else(|| defaults.model.clone()),
         reasoning: overrides
             .reasoning
             .clone()

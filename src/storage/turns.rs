@@ -16,7 +16,6 @@ use super::messages::{insert_message, insert_messages};
 use super::rows::{self, Named, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{thread_for_turn, Lease, ThreadState};
 use super::{owner, row_in_thread, thread_of_tenant, Durability, Error, Storage, Tx};
-use crate::domain::context::turn_model;
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
@@ -24,26 +23,22 @@ use crate::telemetry::metrics as m;
 
 pub struct BeginTurn {
     pub turn_id: String,
-    /// The model the turn asked for, if any: with the thread's and `default_model`, it
-    /// decides the model (`domain::context::turn_model`) from the thread as this
-    /// transaction reads it.
-    pub model: Option<String>,
-    pub default_model: String,
     pub input: Vec<NewMessage>,
     pub lease_ttl_ms: i64,
     /// `Idempotency-Key` and the SHA-256 of the request it came with.
     pub idempotency: Option<(String, String)>,
 }
 
-/// What `begin_turn` did.
+/// What `begin_turn` did. `O` is what the caller decided from the thread (the turn's
+/// options), `E` why it refused to start the turn.
 #[derive(Debug)]
-pub enum Begun {
+pub enum Begun<O, E> {
     /// The input is stored and the turn holds the thread's lease.
     Started {
         /// The thread as it was when the turn began (its settings shape the request).
         thread: Box<ThreadRecord>,
-        /// The model the turn runs, as its row names it.
-        model: String,
+        /// What the caller decided from it.
+        options: O,
         input_message_ids: Vec<String>,
         /// The thread's messages, input included, when they could be known without a
         /// read (the cached context was current); else `context_messages` reads them.
@@ -55,6 +50,8 @@ pub enum Begun {
     Busy,
     /// The key was used with another request on this thread.
     KeyReused,
+    /// The caller's decision refused the turn (nothing stored).
+    Refused(E),
 }
 
 /// How a turn ended, with everything its closing transaction writes.
@@ -76,16 +73,23 @@ const INTERRUPTED_ERROR: &str = r#"{"type":"server_error","code":"interrupted","
 
 impl Storage {
     /// Stores the input and an `in_progress` turn and takes the thread's lease, all in one
-    /// transaction. A lease left by a dead process (expired) is taken over and its turn
+    /// transaction. `decide` sees the thread as this transaction reads it, before anything
+    /// is written, and returns the turn's model (its row names it) and options, or refuses
+    /// the turn. A lease left by a dead process (expired) is taken over and its turn
     /// marked `interrupted`. The commit is not fsynced on its own (nobody has been answered
     /// yet): the turn's closing commit, which is, makes it durable too. A process crash
     /// loses nothing either way; a power loss can lose a turn that was still running.
-    pub async fn begin_turn(
+    pub async fn begin_turn<O, E>(
         &self,
         tenant: &str,
         thread_id: &str,
         begin: BeginTurn,
-    ) -> Result<Begun, Error> {
+        decide: impl FnOnce(&ThreadRecord) -> Result<(String, O), E> + Send + 'static,
+    ) -> Result<Begun<O, E>, Error>
+    where
+        O: Send + 'static,
+        E: Send + 'static,
+    {
         let now = ids::now();
         let now_ms = ids::now_millis();
         let tenant = tenant.to_owned();
@@ -104,7 +108,11 @@ impl Storage {
                     count,
                     incarnation,
                 } = state;
-                let model = turn_model(begin.model.as_deref(), &thread, &begin.default_model);
+                // Before anything is written: a refused turn leaves no trace.
+                let (model, options) = match decide(&thread) {
+                    Ok(decided) => decided,
+                    Err(refusal) => return Ok((Begun::Refused(refusal), None)),
+                };
                 // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
                 // the model again on its stored input, which is not stored a second time.
                 let mut rerun_input: Option<String> = None;
@@ -205,7 +213,7 @@ impl Storage {
                     .map_err(|e| Error::Internal(format!("input_message_ids: {e}")))?;
                 let started = Begun::Started {
                     thread: Box::new(thread),
-                    model,
+                    options,
                     input_message_ids,
                     context: None,
                 };
@@ -216,7 +224,7 @@ impl Storage {
             (
                 Begun::Started {
                     thread,
-                    model,
+                    options,
                     input_message_ids,
                     ..
                 },
@@ -232,7 +240,7 @@ impl Storage {
                 }
                 Ok(Begun::Started {
                     thread,
-                    model,
+                    options,
                     input_message_ids,
                     context,
                 })

@@ -219,3 +219,42 @@ async fn unanswered_turn_audit_shows_a_timeout_without_a_response() {
     // The thread is free again.
     app.turn_ok(&id, &json!({})).await;
 }
+
+// A thread whose stored settings a turn cannot use (a database edited by hand, or written by
+// an older version: import refuses such settings) refuses its turns before storing anything,
+// and is not left busy.
+#[tokio::test]
+async fn unusable_stored_settings_refuse_the_turn_and_store_nothing() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE threads SET reasoning_replay = 'bogus' WHERE id = ?",
+        [&id],
+    )
+    .unwrap();
+    drop(db);
+    app.turn(&id, &json!({"input": "hello"}))
+        .await
+        .expect_error(400, "invalid_request");
+    assert!(app.fake.requests().is_empty(), "the model was called");
+    let messages = app
+        .get(&format!("/v1/threads/{id}/messages"))
+        .await
+        .expect(200);
+    assert_eq!(messages["data"], json!([]), "input stored: {messages}");
+    let turns = app
+        .get(&format!("/v1/threads/{id}/turns"))
+        .await
+        .expect(200);
+    assert_eq!(turns["data"], json!([]), "a turn left behind: {turns}");
+    // Mended, the thread takes a turn at once: no lease was left held.
+    app.patch(
+        &format!("/v1/threads/{id}"),
+        &json!({"reasoning_replay": "all"}),
+    )
+    .await
+    .expect(200);
+    app.turn_ok(&id, &json!({"input": "hello"})).await;
+}
