@@ -707,6 +707,34 @@ fn opt_json() -> impl Strategy<Value = Option<String>> {
     prop::option::of(json_text(Flavor { exotic: true }))
 }
 
+/// A thread's `reasoning_replay` as stored: one of the three values (import refuses others).
+fn opt_replay() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(
+        prop::sample::select(vec!["same_model", "all", "none"]).prop_map(str::to_owned),
+    )
+}
+
+/// A thread's `params` as stored: a JSON object of distinct keys, none of those a turn
+/// reserves (import refuses others), with any values, spaced any way.
+fn opt_params() -> impl Strategy<Value = Option<String>> {
+    let key = "[a-z_]{1,12}".prop_filter("not reserved", |k| {
+        !["messages", "model", "stream", "reasoning"].contains(&k.as_str())
+    });
+    prop::option::of(
+        (
+            ws(),
+            prop::collection::btree_map(key, (ws(), json_text(Flavor { exotic: true })), 0..4),
+        )
+            .prop_map(|(pad, fields)| {
+                let fields: Vec<String> = fields
+                    .into_iter()
+                    .map(|(k, (a, v))| format!("\"{k}\":{a}{v}"))
+                    .collect();
+                format!("{pad}{{{}}}", fields.join(","))
+            }),
+    )
+}
+
 fn opt_text() -> impl Strategy<Value = Option<String>> {
     prop::option::of(any::<String>())
 }
@@ -878,7 +906,13 @@ fn thread_export() -> impl Strategy<Value = ThreadExport> {
                 any::<String>(),
                 prop::collection::btree_map(any::<String>(), any::<String>(), 0..4),
             ),
-            (opt_text(), opt_text(), opt_json(), opt_text(), opt_json()),
+            (
+                opt_text(),
+                opt_text(),
+                opt_json(),
+                opt_replay(),
+                opt_params(),
+            ),
             (any::<i64>(), opt_text(), usage),
         );
         (

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::json::ObjectWriter;
 use super::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
-use super::thread::Metadata;
+use super::thread::{parse_params, Metadata, ReasoningReplay};
 
 /// A thread with everything that belongs to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +217,15 @@ pub fn read(text: &str) -> Result<ThreadExport, String> {
     ] {
         check_json(raw.as_deref(), name, 1)?;
     }
+    // Settings a turn could not use are refused here, as when a thread is created.
+    if let Some(replay) = &t.reasoning_replay {
+        ReasoningReplay::parse(replay).map_err(|e| format!("line 1 (the thread): {e}"))?;
+    }
+    if let Some(params) = &t.params_raw {
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(params)
+            .map_err(|e| format!("line 1 (the thread): params_raw: {e}"))?;
+        parse_params(&raw, "params_raw").map_err(|e| format!("line 1 (the thread): {e}"))?;
+    }
     let thread = ThreadRecord {
         id: t.id,
         created_at: t.created_at,
@@ -399,6 +408,39 @@ mod tests {
         let back = read(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, export);
         assert_eq!(write(&back), text);
+    }
+
+    #[test]
+    fn thread_settings_a_turn_could_not_use_are_refused() {
+        let thread = |replay: Option<&str>, params: Option<&str>| ThreadExport {
+            thread: ThreadRecord {
+                id: "01a22629-bbf7-7381-8d57-81d2567d2e15".into(),
+                created_at: "2026-01-01T00:00:00.000Z".into(),
+                updated_at: "2026-01-01T00:00:00.000Z".into(),
+                metadata: Default::default(),
+                model: None,
+                system: None,
+                reasoning: None,
+                reasoning_replay: replay.map(str::to_owned),
+                params: params.map(str::to_owned),
+                message_count: 0,
+                last_message_id: None,
+                usage: None,
+            },
+            messages: vec![],
+            turns: vec![],
+        };
+        let good = write(&thread(Some("all"), Some(r#"{"temperature":0.5}"#)));
+        assert!(read(&good).is_ok());
+        for (replay, params) in [
+            (Some("bogus"), None),
+            (None, Some(r#"{"model":"x"}"#)),
+            (None, Some("[1]")),
+        ] {
+            let text = write(&thread(replay, params));
+            let refused = read(&text);
+            assert!(refused.is_err(), "{replay:?} {params:?} imported");
+        }
     }
 
     #[test]
