@@ -124,6 +124,8 @@ impl Drop for LogGuard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
+        // Loggers waiting for room write their lines themselves now.
+        self.shared.drained.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -148,11 +150,6 @@ impl<'a> MakeWriter<'a> for LogWriter {
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let mut pending = self.shared.lock();
-        if pending.closed {
-            // Logged after the guard was dropped: nobody will write it out later.
-            drop(pending);
-            return std::io::stderr().write(bytes);
-        }
         while pending.bytes.len() >= MAX_PENDING && !pending.closed {
             self.shared.wake.notify_one();
             pending = self
@@ -160,6 +157,12 @@ impl Write for Line<'_> {
                 .drained
                 .wait(pending)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if pending.closed {
+            // Logged after the guard was dropped (or while waiting for room as it was): the
+            // writer may already have written its last, so nobody would write this out.
+            drop(pending);
+            return std::io::stderr().write(bytes);
         }
         let first = pending.bytes.is_empty();
         pending.bytes.extend_from_slice(bytes);
