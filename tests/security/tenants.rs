@@ -579,7 +579,7 @@ async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
             200,
             r#"{"id":"gen-slow","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"done"},"finish_reason":"stop"}]}"#,
         )
-        .with_delay(std::time::Duration::from_millis(1_500)),
+        .with_delay(std::time::Duration::from_secs(4)),
     );
     let running = tokio::spawn({
         let (a, thread) = (a.clone(), thread.clone());
