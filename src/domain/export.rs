@@ -370,27 +370,38 @@ fn check_json(raw: Option<&str>, field: &str, line: usize) -> Result<(), String>
 mod tests {
     use super::*;
 
+    /// A thread with nothing set but its id and times.
+    fn bare_thread() -> ThreadRecord {
+        ThreadRecord {
+            id: "01a22629-bbf7-7381-8d57-81d2567d2e15".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            metadata: Default::default(),
+            model: None,
+            system: None,
+            reasoning: None,
+            reasoning_replay: None,
+            params: None,
+            message_count: 0,
+            last_message_id: None,
+            usage: None,
+        }
+    }
+
     #[test]
     fn raw_values_with_line_breaks_round_trip_byte_for_byte() {
         let export = ThreadExport {
             thread: ThreadRecord {
-                id: "01a22629-bbf7-7381-8d57-81d2567d2e15".into(),
-                created_at: "2026-01-01T00:00:00.000Z".into(),
-                updated_at: "2026-01-01T00:00:00.000Z".into(),
-                metadata: Default::default(),
-                model: None,
                 system: Some("line\nbreak".into()),
                 reasoning: Some("{\n \"enabled\" : true}".into()),
-                reasoning_replay: None,
-                params: None,
                 message_count: 1,
-                last_message_id: None,
                 usage: Some(UsageTotals {
                     prompt_tokens: 1,
                     completion_tokens: 2,
                     reasoning_tokens: 3,
                     cost: 0.000_021_6,
                 }),
+                ..bare_thread()
             },
             messages: vec![MessageRecord {
                 id: "01a22629-bbf7-7381-8d57-81d2567d2e16".into(),
@@ -414,18 +425,9 @@ mod tests {
     fn thread_settings_a_turn_could_not_use_are_refused() {
         let thread = |replay: Option<&str>, params: Option<&str>| ThreadExport {
             thread: ThreadRecord {
-                id: "01a22629-bbf7-7381-8d57-81d2567d2e15".into(),
-                created_at: "2026-01-01T00:00:00.000Z".into(),
-                updated_at: "2026-01-01T00:00:00.000Z".into(),
-                metadata: Default::default(),
-                model: None,
-                system: None,
-                reasoning: None,
                 reasoning_replay: replay.map(str::to_owned),
                 params: params.map(str::to_owned),
-                message_count: 0,
-                last_message_id: None,
-                usage: None,
+                ..bare_thread()
             },
             messages: vec![],
             turns: vec![],
