@@ -770,6 +770,44 @@ mod tests {
         storage.close().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_checkpoints_a_log_the_checkpoint_thread_left_long() {
+        let (_dir, storage, _path) = scratch().await;
+        // Only the writer's own checkpoint is left (as when the checkpoint thread cannot
+        // keep up).
+        storage.checkpointer.lock().unwrap().stop();
+        let frames = || storage.writer.shared.wal_frames.load(Ordering::Relaxed);
+        let pages = |n: usize| {
+            move |tx: &Tx| {
+                for _ in 0..n {
+                    tx.execute("INSERT INTO t VALUES (randomblob(4000))", [])?;
+                }
+                Ok(())
+            }
+        };
+        // Under the writer's threshold (4,000 pages) the log only grows.
+        storage.write(pages(1_500)).await.unwrap();
+        storage.write(pages(10)).await.unwrap();
+        let short = frames();
+        assert!(short > 1_500, "{short}");
+        storage.write(pages(10)).await.unwrap();
+        assert!(
+            frames() > short,
+            "a log under the threshold was checkpointed"
+        );
+        // Past it, the writer copies the log into the database after the batch, so the next
+        // write starts the log over.
+        storage.write(pages(3_000)).await.unwrap();
+        assert!(frames() >= 4_000, "{}", frames());
+        storage.write(pages(1)).await.unwrap();
+        assert!(
+            frames() < 100,
+            "the long log was not checkpointed: {} frames",
+            frames()
+        );
+        storage.close().await;
+    }
+
     #[test]
     fn a_batch_refused_by_a_locked_database_answers_each_write_unavailable() {
         let busy = rusqlite::Error::SqliteFailure(
