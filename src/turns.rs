@@ -567,4 +567,66 @@ mod tests {
             .unwrap();
         assert_eq!(next.status().as_u16(), 200);
     }
+
+    // The in-memory busy answer follows the lease: once the database no longer gives this
+    // turn the thread (here its lease is cleared behind its back), the next renewal finds it
+    // lost and the thread takes another turn, though the first is still running.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_lease_stops_the_in_memory_busy_answer() {
+        let fake = fake_openrouter::FakeUpstream::start(fake_openrouter::FakeConfig {
+            default_delay: Duration::from_millis(4_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let base = serve_with_lease(dir.path(), &fake.base_url(), Duration::from_secs(3)).await;
+        let http = reqwest::Client::new();
+        let thread: Value = http
+            .post(format!("{base}/v1/threads"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let thread_id = thread["id"].as_str().unwrap().to_owned();
+        let turns = format!("{base}/v1/threads/{thread_id}/turns");
+        let post = |input: &'static str| {
+            let (http, turns) = (http.clone(), turns.clone());
+            async move {
+                let resp = http
+                    .post(&turns)
+                    .json(&json!({"input": input}))
+                    .send()
+                    .await
+                    .unwrap();
+                resp.status().as_u16()
+            }
+        };
+        let first = tokio::spawn(post("first"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fake.requests().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the model was never called"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(post("while held").await, 409);
+        let db = rusqlite::Connection::open(dir.path().join("lease.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db.execute(
+            "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
+             WHERE id = ?",
+            [&thread_id],
+        )
+        .unwrap();
+        // Renewals come every second: by 1.5 s the first turn has found its lease gone, while
+        // the lease it last renewed (for 3 s) would still be running for at least 0.5 s.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(post("after the lease was lost").await, 200);
+        assert_eq!(first.await.unwrap(), 200);
+    }
 }
