@@ -127,6 +127,29 @@ struct Stages {
     store_reply_us: u64,
 }
 
+impl Stages {
+    /// Logs the turn's last line for an error of this service's own (its storage): what
+    /// the stages took up to it, then hands the error back.
+    fn failed(self, error: ApiError) -> ApiError {
+        let Stages {
+            store_input_us,
+            context_us,
+            upstream_us,
+            store_reply_us,
+        } = self;
+        // The log gets what the client does not: an internal error's detail.
+        let why = match &error {
+            ApiError::Internal(detail) => detail.clone(),
+            other => other.to_string(),
+        };
+        warn!(
+            store_input_us,
+            context_us, upstream_us, store_reply_us, "turn failed: {why}"
+        );
+        error
+    }
+}
+
 fn micros(since: Instant) -> u64 {
     since.elapsed().as_micros().try_into().unwrap_or(u64::MAX)
 }
@@ -344,7 +367,10 @@ async fn call_and_store(
     let building = Instant::now();
     let messages = match context {
         Some(context) => context,
-        None => state.storage.context_messages(&thread.id).await?,
+        None => match state.storage.context_messages(&thread.id).await {
+            Ok(messages) => messages,
+            Err(e) => return Err(stages.failed(e.into())),
+        },
     };
     let body = build_request(thread, &messages, options);
     stages.context_us = micros(building);
@@ -369,14 +395,20 @@ async fn call_and_store(
     };
     let attempts = exchange.audit.attempts;
     let storing = Instant::now();
-    let (turn, output) = state
+    let finished = state
         .storage
         .finish_turn(&thread.id, turn_id, outcome, exchange.audit, latency_ms)
-        .await?
-        .ok_or_else(|| {
-            ApiError::Internal("the turn lost its lease to another process before it ended".into())
-        })?;
+        .await;
     stages.store_reply_us = micros(storing);
+    let (turn, output) = match finished {
+        Ok(Some(finished)) => finished,
+        Ok(None) => {
+            return Err(stages.failed(ApiError::Internal(
+                "the turn lost its lease to another process before it ended".into(),
+            )))
+        }
+        Err(e) => return Err(stages.failed(e.into())),
+    };
     let Stages {
         store_input_us,
         context_us,

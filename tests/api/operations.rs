@@ -205,6 +205,65 @@ async fn one_request_id_is_on_every_log_line_of_a_turn() {
     }
 }
 
+// A turn that ends through this service's own error (here: another process marked it
+// interrupted while the model worked, so its closing write finds it no longer running) still
+// logs its last line with the stage timings.
+#[tokio::test]
+async fn a_turn_ended_by_a_storage_error_logs_its_stages() {
+    let app = spawn_app_with(
+        Opts::default()
+            .args(&["--log-format", "json"])
+            .fake_delay(std::time::Duration::from_millis(1_500)),
+    )
+    .await;
+    let id = app.new_thread_id(&json!({})).await;
+    let running = tokio::spawn({
+        let api = app.api.clone();
+        let id = id.clone();
+        async move { api.turn(&id, &json!({"input": "slow"})).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.fake.requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the model was never called"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let marked = db
+        .execute(
+            "UPDATE turns SET status = 'interrupted' WHERE thread_id = ? AND status = 'in_progress'",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(marked, 1);
+    drop(db);
+    let resp = running.await.unwrap();
+    assert_eq!(resp.status, 500, "{resp:?}");
+    let failed: Vec<Value> = app
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("turn failed") && m.contains("lost its lease"))
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", app.logs());
+    for stage in [
+        "store_input_us",
+        "context_us",
+        "upstream_us",
+        "store_reply_us",
+    ] {
+        assert!(failed[0][stage].is_u64(), "no {stage} on {}", failed[0]);
+    }
+    assert!(failed[0]["upstream_us"].as_u64().unwrap() >= 1_000_000);
+}
+
 #[tokio::test]
 async fn export_import_export_is_byte_identical() {
     let app = spawn_app().await;
