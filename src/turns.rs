@@ -521,14 +521,27 @@ mod tests {
     }
 
     /// The service with a short lease, on loopback, in front of a fake upstream that takes
-    /// `delay` to answer; returns its base URL.
-    async fn serve_with_lease(
-        dir: &std::path::Path,
-        upstream: &str,
-        lease_ttl: Duration,
-    ) -> String {
-        let db = format!("sqlite://{}", dir.join("lease.db").display());
-        let args = Args::parse_from(["serve", "--database-url", &db, "--upstream-url", upstream]);
+    /// `delay` to answer, and a thread on it.
+    struct Leased {
+        fake: fake_openrouter::FakeUpstream,
+        dir: tempfile::TempDir,
+        http: reqwest::Client,
+        thread_id: String,
+        /// The thread's turns URL.
+        turns: String,
+    }
+
+    async fn leased_thread(delay: Duration, lease_ttl: Duration) -> Leased {
+        let fake = fake_openrouter::FakeUpstream::start(fake_openrouter::FakeConfig {
+            default_delay: delay,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("lease.db").display());
+        let upstream = fake.base_url();
+        let args = Args::parse_from(["serve", "--database-url", &db, "--upstream-url", &upstream]);
         let mut config = Config::from_args(&args.serve).unwrap();
         config.api_key = Some("sk-or-test".to_owned().into());
         config.lease_ttl = lease_ttl;
@@ -536,21 +549,6 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(crate::app::serve(listener, state, std::future::pending()));
-        base
-    }
-
-    // The lease outlives its time-to-live only because it is renewed while the model works:
-    // past the TTL, another turn on the thread is still refused, and the slow turn completes.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_slow_turn_keeps_its_thread_past_the_lease_ttl_and_frees_it_when_done() {
-        let fake = fake_openrouter::FakeUpstream::start(fake_openrouter::FakeConfig {
-            default_delay: Duration::from_millis(2_000),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let base = serve_with_lease(dir.path(), &fake.base_url(), Duration::from_millis(600)).await;
         let http = reqwest::Client::new();
         let thread: Value = http
             .post(format!("{base}/v1/threads"))
@@ -561,7 +559,24 @@ mod tests {
             .json()
             .await
             .unwrap();
-        let turns = format!("{base}/v1/threads/{}/turns", thread["id"].as_str().unwrap());
+        let thread_id = thread["id"].as_str().unwrap().to_owned();
+        let turns = format!("{base}/v1/threads/{thread_id}/turns");
+        Leased {
+            fake,
+            dir,
+            http,
+            thread_id,
+            turns,
+        }
+    }
+
+    // The lease outlives its time-to-live only because it is renewed while the model works:
+    // past the TTL, another turn on the thread is still refused, and the slow turn completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_turn_keeps_its_thread_past_the_lease_ttl_and_frees_it_when_done() {
+        // Kept whole: its fake upstream and database live as long as it does.
+        let leased = leased_thread(Duration::from_millis(2_000), Duration::from_millis(600)).await;
+        let Leased { http, turns, .. } = &leased;
         let slow = tokio::spawn({
             let (http, turns) = (http.clone(), turns.clone());
             async move {
@@ -580,7 +595,7 @@ mod tests {
         // the database has to decide.
         tokio::time::sleep(Duration::from_millis(1_300)).await;
         let second = http
-            .post(&turns)
+            .post(turns)
             .header("Idempotency-Key", "probe")
             .json(&json!({"input": "me too"}))
             .send()
@@ -592,7 +607,7 @@ mod tests {
         assert_eq!(body["status"], "completed", "{body}");
         // Once the turn is done, its renewals stop with it: the thread takes a turn at once.
         let next = http
-            .post(&turns)
+            .post(turns)
             .json(&json!({"input": "and now"}))
             .send()
             .await
@@ -605,26 +620,13 @@ mod tests {
     // lost and the thread takes another turn, though the first is still running.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lost_lease_stops_the_in_memory_busy_answer() {
-        let fake = fake_openrouter::FakeUpstream::start(fake_openrouter::FakeConfig {
-            default_delay: Duration::from_millis(4_000),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let base = serve_with_lease(dir.path(), &fake.base_url(), Duration::from_secs(3)).await;
-        let http = reqwest::Client::new();
-        let thread: Value = http
-            .post(format!("{base}/v1/threads"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let thread_id = thread["id"].as_str().unwrap().to_owned();
-        let turns = format!("{base}/v1/threads/{thread_id}/turns");
+        let Leased {
+            fake,
+            dir,
+            http,
+            thread_id,
+            turns,
+        } = leased_thread(Duration::from_millis(4_000), Duration::from_secs(3)).await;
         let post = |input: &'static str| {
             let (http, turns) = (http.clone(), turns.clone());
             async move {

@@ -222,14 +222,7 @@ async fn a_turn_ended_by_a_storage_error_logs_its_stages() {
         let id = id.clone();
         async move { api.turn(&id, &json!({"input": "slow"})).await }
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.fake.requests().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the model was never called"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for_requests(&app.fake, 1).await;
     let db = rusqlite::Connection::open(app.db_path()).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     let marked = db

@@ -564,7 +564,7 @@ async fn import_into_a_tenant_is_invisible_to_others() {
 // would tell it the thread exists and is running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(Opts::default().fake_delay(std::time::Duration::from_secs(4))).await;
     let a = create_key(&app.db_url, "a", "ta").await;
     let b = create_key(&app.db_url, "b", "tb").await;
     let a = keyed(&app.base, &a.key);
@@ -574,26 +574,12 @@ async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
             .await
             .expect(201),
     );
-    app.fake.push(
-        Reply::raw(
-            200,
-            r#"{"id":"gen-slow","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"done"},"finish_reason":"stop"}]}"#,
-        )
-        .with_delay(std::time::Duration::from_secs(4)),
-    );
     let running = tokio::spawn({
         let (a, thread) = (a.clone(), thread.clone());
         async move { a.turn(&thread, &json!({"input": "slow one"})).await }
     });
     // Once the model has been called, the turn is running: A's next turn is refused...
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.fake.requests().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the model was never called"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for_requests(&app.fake, 1).await;
     a.turn(&thread, &json!({"input": "me too"}))
         .await
         .expect_error(409, "thread_busy");
