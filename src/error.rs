@@ -46,6 +46,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("a turn is already in progress on this thread")]
     ThreadBusy,
+    /// The turn's lease lapsed while the model worked, and another request took the thread
+    /// over (marking this turn `interrupted`) before the reply could be stored.
+    #[error(
+        "this turn's lease lapsed while the model worked and another request took the thread \
+         over, marking the turn interrupted: the model's reply was not added to the thread \
+         (the upstream exchange is kept in the turn's audit record)"
+    )]
+    TurnInterrupted { turn_id: String },
     #[error("request body is larger than the {limit} bytes allowed")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -136,7 +144,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::ThreadBusy => StatusCode::CONFLICT,
+            Self::ThreadBusy | Self::TurnInterrupted { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -158,6 +166,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
             Self::TooManyRequests(_) => ("rate_limit_error", "rate_limited"),
             Self::ThreadBusy => ("conflict_error", "thread_busy"),
+            Self::TurnInterrupted { .. } => ("conflict_error", "turn_interrupted"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
             Self::UnsupportedMediaType(_) => ("invalid_request_error", "unsupported_media_type"),
             Self::IdempotencyKeyReused => ("invalid_request_error", "idempotency_key_reused"),
@@ -178,7 +187,10 @@ impl ApiError {
                 other => other.to_string(),
             },
             param,
-            turn_id: None,
+            turn_id: match self {
+                Self::TurnInterrupted { turn_id } => Some(turn_id.clone()),
+                _ => None,
+            },
             upstream_status: None,
         }
     }

@@ -20,7 +20,7 @@ use crate::domain::ids;
 use crate::domain::records::{MessageRecord, ThreadRecord, TurnRecord};
 use crate::domain::turn::TurnRequest;
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{BeginTurn, Begun, TurnOutcome};
+use crate::storage::{BeginTurn, Begun, Finished, TurnOutcome};
 use crate::telemetry::metrics as m;
 use crate::upstream::{ChunkSink, Completion};
 
@@ -401,10 +401,15 @@ async fn call_and_store(
         .await;
     stages.store_reply_us = micros(storing);
     let (turn, output) = match finished {
-        Ok(Some(finished)) => finished,
-        Ok(None) => {
-            return Err(stages.failed(ApiError::Internal(
-                "the turn lost its lease to another process before it ended".into(),
+        Ok(Finished::Stored(turn, output)) => (turn, output),
+        Ok(Finished::Interrupted) => {
+            return Err(stages.failed(ApiError::TurnInterrupted {
+                turn_id: turn_id.to_owned(),
+            }))
+        }
+        Ok(Finished::Gone) => {
+            return Err(stages.failed(ApiError::NotFound(
+                "the thread was deleted while this turn ran (the turn's lease had lapsed)".into(),
             )))
         }
         Err(e) => return Err(stages.failed(e.into())),

@@ -54,6 +54,21 @@ pub enum Begun<O, E> {
     Refused(E),
 }
 
+/// What a turn's closing write found and did.
+// Returned once per turn and moved once: boxing the stored turn would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Finished {
+    /// Stored: the turn as it now reads, and its reply when it completed.
+    Stored(TurnRecord, Option<MessageRecord>),
+    /// The turn's lease had lapsed and another request took the thread over, marking the
+    /// turn `interrupted`. Its reply is not added to the thread (which may have moved on),
+    /// but the upstream exchange is kept in the turn's audit record.
+    Interrupted,
+    /// The turn is gone: its thread was deleted after the turn's lease lapsed.
+    Gone,
+}
+
 /// How a turn ended, with everything its closing transaction writes.
 pub enum TurnOutcome {
     Completed {
@@ -270,8 +285,8 @@ impl Storage {
     }
 
     /// Ends a turn: stores its reply (when completed), its audit record, the thread's usage
-    /// totals, and frees the lease, in one transaction. Returns the turn and its reply, or
-    /// `None` when the turn is no longer in progress (it was taken over as interrupted).
+    /// totals, and frees the lease, in one transaction. A turn no longer in progress (taken
+    /// over as interrupted) gets its audit record only: the paid exchange is not lost.
     pub async fn finish_turn(
         &self,
         thread_id: &str,
@@ -279,7 +294,7 @@ impl Storage {
         outcome: TurnOutcome,
         mut audit: AuditRecord,
         latency_ms: i64,
-    ) -> Result<Option<(TurnRecord, Option<MessageRecord>)>, Error> {
+    ) -> Result<Finished, Error> {
         let now = ids::now();
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
@@ -328,10 +343,32 @@ impl Storage {
                     })
                     .optional()?;
                 let Some((status, count, incarnation, opening)) = row else {
-                    return Ok(None);
+                    return Ok(Closed::Gone);
                 };
                 if status != "in_progress" {
-                    return Ok(None);
+                    // Stored whole (not as a difference): the thread may have moved on.
+                    tx.prepare_cached(
+                        "UPDATE turns SET latency_ms = ?, upstream_request = ?, \
+                         upstream_response = ?, upstream_response_json = ?, \
+                         upstream_status = ?, upstream_attempts = ?, upstream_started_at = ?, \
+                         upstream_finished_at = ? \
+                         WHERE id = ? AND status = 'interrupted' AND upstream_attempts = 0",
+                    )?
+                    .execute(params![
+                        latency_ms,
+                        stored_request.as_deref(),
+                        audit.response,
+                        i64::from(audit.response_is_json),
+                        audit.status,
+                        audit.attempts,
+                        audit.started_at,
+                        audit.finished_at,
+                        turn_id,
+                    ])?;
+                    // Normally the lease is the taker's by now; if it still names this turn,
+                    // nothing is running on the thread any more.
+                    release(tx, &opening.thread_id, turn_id)?;
+                    return Ok(Closed::Interrupted);
                 }
                 let (base, shared, rest, chain) = match (&stored_request, split) {
                     (Some(request), Some((Some((base, shared)), rest_len, chain)))
@@ -446,11 +483,13 @@ impl Storage {
                         ..audit
                     },
                 };
-                Ok(Some((turn, output, incarnation, chain)))
+                Ok(Closed::Stored(turn, output, incarnation, chain))
             })
             .await?;
-        let Some((turn, output, incarnation, chain)) = finished else {
-            return Ok(None);
+        let (turn, output, incarnation, chain) = match finished {
+            Closed::Stored(turn, output, incarnation, chain) => (turn, output, incarnation, chain),
+            Closed::Interrupted => return Ok(Finished::Interrupted),
+            Closed::Gone => return Ok(Finished::Gone),
         };
         if let Some(reply) = &output {
             // The next turn finds the reply in its cached context.
@@ -470,7 +509,7 @@ impl Storage {
             };
             self.contexts.put_last_request(&cache_key, last);
         }
-        Ok(Some((turn, output)))
+        Ok(Finished::Stored(turn, output))
     }
 
     pub async fn get_turn(
@@ -601,6 +640,15 @@ impl Storage {
         })
         .await
     }
+}
+
+/// What the closing transaction did, with what the cache needs after it: the thread's
+/// incarnation and the stored request's chain length.
+#[allow(clippy::large_enum_variant)] // as `Finished`
+enum Closed {
+    Stored(TurnRecord, Option<MessageRecord>, String, u32),
+    Interrupted,
+    Gone,
 }
 
 /// What a turn's opening write stored, read back by its closing write.

@@ -205,11 +205,12 @@ async fn one_request_id_is_on_every_log_line_of_a_turn() {
     }
 }
 
-// A turn that ends through this service's own error (here: another process marked it
-// interrupted while the model worked, so its closing write finds it no longer running) still
-// logs its last line with the stage timings.
+// A turn whose lease lapsed while the model worked, and that another request took over (here:
+// marked interrupted behind its back), is answered 409 `turn_interrupted`: its reply is not
+// added to the thread, its paid exchange is kept in the interrupted turn's audit record, and
+// its last log line still has the stage timings.
 #[tokio::test]
-async fn a_turn_ended_by_a_storage_error_logs_its_stages() {
+async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers_409() {
     let app = spawn_app_with(
         Opts::default()
             .args(&["--log-format", "json"])
@@ -234,7 +235,33 @@ async fn a_turn_ended_by_a_storage_error_logs_its_stages() {
     assert_eq!(marked, 1);
     drop(db);
     let resp = running.await.unwrap();
-    assert_eq!(resp.status, 500, "{resp:?}");
+    let error = resp.expect_error(409, "turn_interrupted");
+    assert_eq!(error["type"], "conflict_error", "{resp:?}");
+    let turn_id = error["turn_id"].as_str().unwrap().to_owned();
+
+    // Nothing added to the thread; the exchange is on the interrupted turn.
+    let messages = app
+        .api
+        .get(&format!("/v1/threads/{id}/messages"))
+        .await
+        .expect(200);
+    assert_eq!(messages["data"].as_array().unwrap().len(), 1, "{messages}");
+    let turn = app
+        .api
+        .get(&format!("/v1/threads/{id}/turns/{turn_id}"))
+        .await
+        .expect(200);
+    assert_eq!(turn["status"], "interrupted", "{turn}");
+    let upstream = &turn["upstream"];
+    assert_eq!(upstream["attempts"], 1, "{turn}");
+    assert_eq!(upstream["status"], 200, "{turn}");
+    let sent = app.fake.requests();
+    assert_eq!(upstream["request"], sent[0].json(), "{turn}");
+    assert!(
+        upstream["response"]["choices"][0]["message"].is_object(),
+        "{turn}"
+    );
+
     let failed: Vec<Value> = app
         .logs()
         .lines()
@@ -242,7 +269,7 @@ async fn a_turn_ended_by_a_storage_error_logs_its_stages() {
         .filter(|l| {
             l["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("turn failed") && m.contains("lost its lease"))
+                .is_some_and(|m| m.starts_with("turn failed") && m.contains("lease lapsed"))
         })
         .collect();
     assert_eq!(failed.len(), 1, "{}", app.logs());
@@ -255,6 +282,48 @@ async fn a_turn_ended_by_a_storage_error_logs_its_stages() {
         assert!(failed[0][stage].is_u64(), "no {stage} on {}", failed[0]);
     }
     assert!(failed[0]["upstream_us"].as_u64().unwrap() >= 1_000_000);
+
+    // The thread is free, and its next turn's context has no trace of the lost reply.
+    app.api
+        .turn(&id, &json!({"input": "again"}))
+        .await
+        .expect(200);
+    let context = app.fake.requests()[1].json();
+    assert_eq!(
+        context["messages"].as_array().unwrap().len(),
+        2,
+        "{context}"
+    );
+}
+
+// A thread deleted while its turn ran (possible once the turn's lease lapsed) answers the
+// turn 404, not 500.
+#[tokio::test]
+async fn a_turn_whose_thread_was_deleted_while_the_model_worked_answers_404() {
+    let app =
+        spawn_app_with(Opts::default().fake_delay(std::time::Duration::from_millis(1_500))).await;
+    let id = app.new_thread_id(&json!({})).await;
+    let running = tokio::spawn({
+        let api = app.api.clone();
+        let id = id.clone();
+        async move { api.turn(&id, &json!({"input": "slow"})).await }
+    });
+    wait_for_requests(&app.fake, 1).await;
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    assert_eq!(
+        db.execute("DELETE FROM threads WHERE id = ?", [&id])
+            .unwrap(),
+        1
+    );
+    drop(db);
+    let resp = running.await.unwrap();
+    resp.expect_error(404, "not_found");
+    app.api
+        .get(&format!("/v1/threads/{id}"))
+        .await
+        .expect_error(404, "not_found");
 }
 
 #[tokio::test]

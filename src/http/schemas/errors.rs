@@ -11,7 +11,8 @@ pub struct ErrorBody {
     #[schema(rename = "type")]
     kind: String,
     /// invalid_json, invalid_request, unauthorized, not_found, method_not_allowed,
-    /// thread_busy, payload_too_large, unsupported_media_type, idempotency_key_reused,
+    /// thread_busy, turn_interrupted, payload_too_large, unsupported_media_type,
+    /// idempotency_key_reused,
     /// rate_limited, upstream_error, upstream_timeout, upstream_not_configured, unavailable
     /// or internal_error.
     code: String,
@@ -51,7 +52,10 @@ pub struct NotFound(ErrorEnvelope);
 #[derive(ToResponse)]
 pub struct MethodNotAllowed(ErrorEnvelope);
 
-/// A turn is in progress on the thread (`thread_busy`).
+/// A turn is in progress on the thread (`thread_busy`); on a turn, also: this turn's lease
+/// lapsed while the model worked and another request took the thread over
+/// (`turn_interrupted`, with the `turn_id`; the reply was not added, the exchange is in the
+/// turn's audit record).
 #[derive(ToResponse)]
 pub struct ThreadBusy(ErrorEnvelope);
 
