@@ -12,6 +12,7 @@ use super::contexts::{Cached, Context};
 use super::lists::{finish, paginate, Page, PageQuery};
 use super::rows::{self, Named, MESSAGE_COLUMNS, MESSAGE_FIELDS};
 use super::threads::{bump_thread, lease_state, Lease};
+use super::turns::{interrupt, release};
 use super::{row_in_thread, thread_of_tenant, Claim, Error, ReadConn, Storage, Tx};
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
@@ -49,7 +50,13 @@ impl Storage {
             match state.lease {
                 Lease::Missing => return Ok(Claim::NotFound),
                 Lease::Held => return Ok(Claim::Busy),
-                Lease::Free | Lease::Expired(_) => {}
+                // The turn that held the lease stalled past it: it ends here, so that its
+                // reply (should its process wake up) never lands after these messages.
+                Lease::Expired(stale) => {
+                    interrupt(tx, &stale, &now)?;
+                    release(tx, &thread_id, &stale)?;
+                }
+                Lease::Free => {}
             }
             let stored = insert_messages(tx, &thread_id, count, &messages, None, &now)?;
             bump_thread(tx, &thread_id, &stored, &now)?;

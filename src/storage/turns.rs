@@ -84,7 +84,7 @@ pub enum TurnOutcome {
     },
 }
 
-const INTERRUPTED_ERROR: &str = r#"{"type":"server_error","code":"interrupted","message":"the service stopped while this turn was running"}"#;
+const INTERRUPTED_ERROR: &str = r#"{"type":"server_error","code":"interrupted","message":"the process running this turn stopped, or stalled past its lease, before the turn ended"}"#;
 
 impl Storage {
     /// Stores the input and an `in_progress` turn and takes the thread's lease, all in one
@@ -345,10 +345,23 @@ impl Storage {
                 let Some((status, count, incarnation, opening)) = row else {
                     return Ok(Closed::Gone);
                 };
-                if status != "in_progress" {
-                    // Stored whole (not as a difference): the thread may have moved on.
+                let (base, shared, rest, chain) = match (&stored_request, split) {
+                    (Some(request), Some((Some((base, shared)), rest_len, chain)))
+                        if expected_incarnation.as_deref() == Some(incarnation.as_str()) =>
+                    {
+                        let rest = &request[request.len() - rest_len..];
+                        (Some(base), Some(shared), Some(rest), chain)
+                    }
+                    (Some(request), _) => (None, None, Some(&request[..]), 0),
+                    (None, _) => (None, None, None, 0),
+                };
+                if status == "interrupted" {
+                    // Taken over: the exchange is kept, the reply is not added (the thread
+                    // may have moved on). The request's base is an earlier turn of this same
+                    // thread, so the difference still reads back whole.
                     tx.prepare_cached(
                         "UPDATE turns SET latency_ms = ?, upstream_request = ?, \
+                         upstream_request_base = ?, upstream_request_shared = ?, \
                          upstream_response = ?, upstream_response_json = ?, \
                          upstream_status = ?, upstream_attempts = ?, upstream_started_at = ?, \
                          upstream_finished_at = ? \
@@ -356,7 +369,9 @@ impl Storage {
                     )?
                     .execute(params![
                         latency_ms,
-                        stored_request.as_deref(),
+                        rest,
+                        base,
+                        shared,
                         audit.response,
                         i64::from(audit.response_is_json),
                         audit.status,
@@ -370,16 +385,11 @@ impl Storage {
                     release(tx, &opening.thread_id, turn_id)?;
                     return Ok(Closed::Interrupted);
                 }
-                let (base, shared, rest, chain) = match (&stored_request, split) {
-                    (Some(request), Some((Some((base, shared)), rest_len, chain)))
-                        if expected_incarnation.as_deref() == Some(incarnation.as_str()) =>
-                    {
-                        let rest = &request[request.len() - rest_len..];
-                        (Some(base), Some(shared), Some(rest), chain)
-                    }
-                    (Some(request), _) => (None, None, Some(&request[..]), 0),
-                    (None, _) => (None, None, None, 0),
-                };
+                if status != "in_progress" {
+                    return Err(Error::Internal(format!(
+                        "the turn's closing write found it already {status}"
+                    )));
+                }
                 let (status, error, output, usage, generation_id, totals) = match outcome {
                     TurnOutcome::Completed {
                         mut message,
@@ -665,7 +675,8 @@ struct OpeningRow {
 /// expiry, lease owner.
 type RunningTurnRow = (String, String, Option<String>, Option<i64>, Option<String>);
 
-fn interrupt(tx: &Tx, turn_id: &str, now: &str) -> Result<(), Error> {
+/// Marks a running turn `interrupted` (its process died or stalled past its lease).
+pub(super) fn interrupt(tx: &Tx, turn_id: &str, now: &str) -> Result<(), Error> {
     tx.prepare_cached(
         "UPDATE turns SET status = 'interrupted', error = ?, completed_at = ? \
          WHERE id = ? AND status = 'in_progress'",
@@ -674,7 +685,8 @@ fn interrupt(tx: &Tx, turn_id: &str, now: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn release(tx: &Tx, thread_id: &str, turn_id: &str) -> Result<(), Error> {
+/// Frees the thread's lease if `turn_id` holds it.
+pub(super) fn release(tx: &Tx, thread_id: &str, turn_id: &str) -> Result<(), Error> {
     tx.prepare_cached(
         "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
          WHERE id = ? AND lease_turn_id = ?",

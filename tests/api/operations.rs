@@ -205,10 +205,47 @@ async fn one_request_id_is_on_every_log_line_of_a_turn() {
     }
 }
 
-// A turn whose lease lapsed while the model worked, and that another request took over (here:
-// marked interrupted behind its back), is answered 409 `turn_interrupted`: its reply is not
-// added to the thread, its paid exchange is kept in the interrupted turn's audit record, and
-// its last log line still has the stage timings.
+/// Starts a turn whose upstream answers after 1.5 s, waits until the model is called, then
+/// lets the turn's lease lapse behind its back (as if its process had stalled past it).
+async fn turn_with_lapsed_lease(app: &App, id: &str) -> tokio::task::JoinHandle<Resp> {
+    let running = tokio::spawn({
+        let api = app.api.clone();
+        let id = id.to_owned();
+        async move { api.turn(&id, &json!({"input": "slow"})).await }
+    });
+    wait_for_requests(&app.fake, 1).await;
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let lapsed = db
+        .execute("UPDATE threads SET lease_expires_at = 0 WHERE id = ?", [id])
+        .unwrap();
+    assert_eq!(lapsed, 1);
+    running
+}
+
+/// The stalled turn's answer: 409 `turn_interrupted`, its reply not added, its paid exchange
+/// in the interrupted turn's audit record. Returns the turn id.
+async fn assert_taken_over(app: &App, id: &str, resp: &Resp) -> String {
+    let error = resp.expect_error(409, "turn_interrupted");
+    assert_eq!(error["type"], "conflict_error", "{resp:?}");
+    let turn_id = error["turn_id"].as_str().unwrap().to_owned();
+    let turn = app.api.turn_detail(id, &turn_id).await.expect(200);
+    assert_eq!(turn["status"], "interrupted", "{turn}");
+    assert!(turn["output_message_id"].is_null(), "{turn}");
+    let upstream = &turn["upstream"];
+    assert_eq!(upstream["attempts"], 1, "{turn}");
+    assert_eq!(upstream["status"], 200, "{turn}");
+    assert_eq!(upstream["request"], app.fake.requests()[0].json(), "{turn}");
+    assert!(
+        upstream["response"]["choices"][0]["message"].is_object(),
+        "{turn}"
+    );
+    turn_id
+}
+
+// A turn whose lease lapsed while the model worked, and that another turn took over (marking it
+// interrupted), is answered 409 `turn_interrupted`: its reply is not added to the thread, its
+// paid exchange is kept in its audit record, and its last log line has the stage timings.
 #[tokio::test]
 async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers_409() {
     let app = spawn_app_with(
@@ -218,50 +255,32 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
     )
     .await;
     let id = app.new_thread_id(&json!({})).await;
-    let running = tokio::spawn({
+    let stalled = turn_with_lapsed_lease(&app, &id).await;
+    // The taker: an idempotent request goes to the database (the lease) rather than being
+    // answered busy from this process's memory, as a request to another process would.
+    let taker = tokio::spawn({
         let api = app.api.clone();
         let id = id.clone();
-        async move { api.turn(&id, &json!({"input": "slow"})).await }
+        async move {
+            let body = json!({"input": "taking over"}).to_string();
+            api.turn_with(&id, &body, &[("Idempotency-Key", "takeover")])
+                .await
+        }
     });
-    wait_for_requests(&app.fake, 1).await;
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let marked = db
-        .execute(
-            "UPDATE turns SET status = 'interrupted' WHERE thread_id = ? AND status = 'in_progress'",
-            [&id],
-        )
-        .unwrap();
-    assert_eq!(marked, 1);
-    drop(db);
-    let resp = running.await.unwrap();
-    let error = resp.expect_error(409, "turn_interrupted");
-    assert_eq!(error["type"], "conflict_error", "{resp:?}");
-    let turn_id = error["turn_id"].as_str().unwrap().to_owned();
+    wait_for_requests(&app.fake, 2).await;
+    let resp = stalled.await.unwrap();
+    assert_taken_over(&app, &id, &resp).await;
+    taker.await.unwrap().expect(200);
 
-    // Nothing added to the thread; the exchange is on the interrupted turn.
-    let messages = app
-        .api
-        .get(&format!("/v1/threads/{id}/messages"))
-        .await
-        .expect(200);
-    assert_eq!(messages["data"].as_array().unwrap().len(), 1, "{messages}");
-    let turn = app
-        .api
-        .get(&format!("/v1/threads/{id}/turns/{turn_id}"))
-        .await
-        .expect(200);
-    assert_eq!(turn["status"], "interrupted", "{turn}");
-    let upstream = &turn["upstream"];
-    assert_eq!(upstream["attempts"], 1, "{turn}");
-    assert_eq!(upstream["status"], 200, "{turn}");
-    let sent = app.fake.requests();
-    assert_eq!(upstream["request"], sent[0].json(), "{turn}");
-    assert!(
-        upstream["response"]["choices"][0]["message"].is_object(),
-        "{turn}"
-    );
-
+    // The taker's context: both inputs, no trace of the lost reply.
+    let context = app.fake.requests()[1].json();
+    let roles: Vec<&str> = context["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "user"], "{context}");
     let failed: Vec<Value> = app
         .logs()
         .lines()
@@ -282,18 +301,38 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
         assert!(failed[0][stage].is_u64(), "no {stage} on {}", failed[0]);
     }
     assert!(failed[0]["upstream_us"].as_u64().unwrap() >= 1_000_000);
+}
 
-    // The thread is free, and its next turn's context has no trace of the lost reply.
+// Messages appended once a running turn's lease lapsed end that turn: its reply never lands
+// after messages its context did not contain.
+#[tokio::test]
+async fn messages_appended_after_a_turns_lease_lapsed_interrupt_it() {
+    let app =
+        spawn_app_with(Opts::default().fake_delay(std::time::Duration::from_millis(1_500))).await;
+    let id = app.new_thread_id(&json!({})).await;
+    let stalled = turn_with_lapsed_lease(&app, &id).await;
     app.api
-        .turn(&id, &json!({"input": "again"}))
+        .post(
+            &format!("/v1/threads/{id}/messages"),
+            &json!({"messages": [{"role": "user", "content": "meanwhile"}]}),
+        )
+        .await
+        .expect(201);
+    let resp = stalled.await.unwrap();
+    assert_taken_over(&app, &id, &resp).await;
+    let contents: Vec<Value> = app
+        .api
+        .messages(&id)
+        .await
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(contents, [json!("slow"), json!("meanwhile")]);
+    // The thread is free at once.
+    app.api
+        .turn(&id, &json!({"input": "next"}))
         .await
         .expect(200);
-    let context = app.fake.requests()[1].json();
-    assert_eq!(
-        context["messages"].as_array().unwrap().len(),
-        2,
-        "{context}"
-    );
 }
 
 // A thread deleted while its turn ran (possible once the turn's lease lapsed) answers the
