@@ -356,11 +356,20 @@ impl Storage {
                     (None, _) => (None, None, None, 0),
                 };
                 if status == "interrupted" {
-                    // Taken over: the exchange is kept, the reply is not added (the thread
-                    // may have moved on). The request's base is an earlier turn of this same
-                    // thread, so the difference still reads back whole.
+                    // Taken over: the exchange is kept (with what it cost), the reply is not
+                    // added (the thread has moved on). The request's base is an earlier turn
+                    // of this same thread, so the difference still reads back whole.
+                    let (usage, generation_id) = match &outcome {
+                        TurnOutcome::Completed {
+                            usage,
+                            generation_id,
+                            ..
+                        } => (usage.as_deref(), generation_id.as_deref()),
+                        TurnOutcome::Failed { .. } => (None, None),
+                    };
                     tx.prepare_cached(
-                        "UPDATE turns SET latency_ms = ?, upstream_request = ?, \
+                        "UPDATE turns SET latency_ms = ?, usage = ?, generation_id = ?, \
+                         upstream_request = ?, \
                          upstream_request_base = ?, upstream_request_shared = ?, \
                          upstream_response = ?, upstream_response_json = ?, \
                          upstream_status = ?, upstream_attempts = ?, upstream_started_at = ?, \
@@ -369,6 +378,8 @@ impl Storage {
                     )?
                     .execute(params![
                         latency_ms,
+                        usage,
+                        generation_id,
                         rest,
                         base,
                         shared,

@@ -232,6 +232,12 @@ async fn assert_taken_over(app: &App, id: &str, resp: &Resp) -> String {
     let turn = app.api.turn_detail(id, &turn_id).await.expect(200);
     assert_eq!(turn["status"], "interrupted", "{turn}");
     assert!(turn["output_message_id"].is_null(), "{turn}");
+    // What the paid call cost stays on the turn (the thread's totals count completed turns).
+    assert!(
+        turn["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{turn}"
+    );
+    assert!(turn["generation_id"].as_str().is_some(), "{turn}");
     let upstream = &turn["upstream"];
     assert_eq!(upstream["attempts"], 1, "{turn}");
     assert_eq!(upstream["status"], 200, "{turn}");
