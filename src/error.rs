@@ -50,8 +50,8 @@ pub enum ApiError {
     /// over (marking this turn `interrupted`) before the reply could be stored.
     #[error(
         "this turn's lease lapsed while the model worked and another request took the thread \
-         over, marking the turn interrupted: the model's reply was not added to the thread \
-         (the upstream exchange is kept in the turn's audit record)"
+         over, marking the turn interrupted: nothing from its upstream call was added to the \
+         thread (the exchange is kept in the turn's audit record)"
     )]
     TurnInterrupted { turn_id: String },
     #[error("request body is larger than the {limit} bytes allowed")]

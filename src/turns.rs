@@ -294,10 +294,10 @@ async fn drive(
         }
     };
     in_progress.decrement(1.0);
-    let status = if result.is_ok() {
-        "completed"
-    } else {
-        "failed"
+    let status = match &result {
+        Ok(_) => "completed",
+        Err(ApiError::TurnInterrupted { .. }) => "interrupted",
+        Err(_) => "failed",
     };
     metrics::counter!(m::TURNS, "status" => status).increment(1);
     if let Err(err @ (ApiError::Internal(_) | ApiError::Unavailable)) = &result {

@@ -64,7 +64,10 @@ fn describe() {
         "HTTP requests answered, by route template and status"
     );
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request duration");
-    describe_counter!(TURNS, "Turns ended, by status (completed, failed)");
+    describe_counter!(
+        TURNS,
+        "Turns ended, by status (completed, failed, interrupted: taken over after its lease lapsed)"
+    );
     describe_gauge!(TURNS_IN_PROGRESS, "Turns running in this process");
     describe_histogram!(
         UPSTREAM_DURATION,

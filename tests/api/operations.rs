@@ -307,6 +307,16 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
         assert!(failed[0][stage].is_u64(), "no {stage} on {}", failed[0]);
     }
     assert!(failed[0]["upstream_us"].as_u64().unwrap() >= 1_000_000);
+    let m = series(&app.api.get("/metrics").await.text);
+    assert_eq!(
+        m.get(r#"threadkeeper_turns_total{status="interrupted"}"#),
+        Some(&1.0)
+    );
+    assert_eq!(
+        m.get(r#"threadkeeper_turns_total{status="completed"}"#),
+        Some(&1.0)
+    );
+    assert_eq!(m.get(r#"threadkeeper_turns_total{status="failed"}"#), None);
 }
 
 // Messages appended once a running turn's lease lapsed end that turn: its reply never lands
