@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, params_from_iter, OptionalExtension, ToSql};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::Arguments;
 
@@ -367,30 +367,18 @@ impl Storage {
                         } => (usage.as_deref(), generation_id.as_deref()),
                         TurnOutcome::Failed { .. } => (None, None),
                     };
-                    tx.prepare_cached(
-                        "UPDATE turns SET latency_ms = ?, usage = ?, generation_id = ?, \
-                         upstream_request = ?, \
-                         upstream_request_base = ?, upstream_request_shared = ?, \
-                         upstream_response = ?, upstream_response_json = ?, \
-                         upstream_status = ?, upstream_attempts = ?, upstream_started_at = ?, \
-                         upstream_finished_at = ? \
-                         WHERE id = ? AND status = 'interrupted' AND upstream_attempts = 0",
-                    )?
-                    .execute(params![
-                        latency_ms,
-                        usage,
-                        generation_id,
-                        rest,
-                        base,
-                        shared,
-                        audit.response,
-                        i64::from(audit.response_is_json),
-                        audit.status,
-                        audit.attempts,
-                        audit.started_at,
-                        audit.finished_at,
-                        turn_id,
-                    ])?;
+                    let exchange = Exchange::new(rest, base, shared, &audit);
+                    tx.prepare_cached(concat!(
+                        "UPDATE turns SET latency_ms = ?, usage = ?, generation_id = ?, ",
+                        exchange_columns!(),
+                        " WHERE id = ? AND status = 'interrupted' AND upstream_attempts = 0"
+                    ))?
+                    .execute(params_from_iter(
+                        [&latency_ms as &dyn ToSql, &usage, &generation_id]
+                            .into_iter()
+                            .chain(exchange.params())
+                            .chain([&turn_id as &dyn ToSql]),
+                    ))?;
                     // Normally the lease is the taker's by now; if it still names this turn,
                     // nothing is running on the thread any more.
                     release(tx, &opening.thread_id, turn_id)?;
@@ -423,33 +411,28 @@ impl Storage {
                         ("failed", Some(error), None, None, None, None)
                     }
                 };
-                tx.prepare_cached(
+                let exchange = Exchange::new(rest, base, shared, &audit);
+                let output_id = output.as_ref().map(|m| &m.id);
+                tx.prepare_cached(concat!(
                     "UPDATE turns SET status = ?, error = ?, output_message_id = ?, usage = ?, \
-                 generation_id = ?, completed_at = ?, latency_ms = ?, upstream_request = ?, \
-                 upstream_request_base = ?, upstream_request_shared = ?, \
-                 upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
-                 upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ? \
-                 WHERE id = ?",
-                )?
-                .execute(params![
-                    status,
-                    error,
-                    output.as_ref().map(|m| &m.id),
-                    usage,
-                    generation_id,
-                    now,
-                    latency_ms,
-                    rest,
-                    base,
-                    shared,
-                    audit.response,
-                    i64::from(audit.response_is_json),
-                    audit.status,
-                    audit.attempts,
-                    audit.started_at,
-                    audit.finished_at,
-                    turn_id,
-                ])?;
+                     generation_id = ?, completed_at = ?, latency_ms = ?, ",
+                    exchange_columns!(),
+                    " WHERE id = ?"
+                ))?
+                .execute(params_from_iter(
+                    [
+                        &status as &dyn ToSql,
+                        &error,
+                        &output_id,
+                        &usage,
+                        &generation_id,
+                        &now,
+                        &latency_ms,
+                    ]
+                    .into_iter()
+                    .chain(exchange.params())
+                    .chain([&turn_id as &dyn ToSql]),
+                ))?;
                 // The reply's count and id, the usage totals and the lease, in one statement.
                 let t = totals.unwrap_or_default();
                 tx.prepare_cached(
@@ -660,6 +643,57 @@ impl Storage {
             Ok(interrupted)
         })
         .await
+    }
+}
+
+/// The columns of a turn's upstream exchange, in `Exchange::params` order.
+macro_rules! exchange_columns {
+    () => {
+        "upstream_request = ?, upstream_request_base = ?, upstream_request_shared = ?, \
+         upstream_response = ?, upstream_response_json = ?, upstream_status = ?, \
+         upstream_attempts = ?, upstream_started_at = ?, upstream_finished_at = ?"
+    };
+}
+use exchange_columns;
+
+/// The values of `exchange_columns!()`: the request as stored (its new bytes after `shared`
+/// bytes of turn `base`'s request, or whole), and the rest of the audit record.
+struct Exchange<'a> {
+    rest: Option<&'a str>,
+    base: Option<String>,
+    shared: Option<i64>,
+    audit: &'a AuditRecord,
+    response_is_json: i64,
+}
+
+impl<'a> Exchange<'a> {
+    fn new(
+        rest: Option<&'a str>,
+        base: Option<String>,
+        shared: Option<i64>,
+        audit: &'a AuditRecord,
+    ) -> Self {
+        Self {
+            rest,
+            base,
+            shared,
+            audit,
+            response_is_json: i64::from(audit.response_is_json),
+        }
+    }
+
+    fn params(&self) -> [&dyn ToSql; 9] {
+        [
+            &self.rest,
+            &self.base,
+            &self.shared,
+            &self.audit.response,
+            &self.response_is_json,
+            &self.audit.status,
+            &self.audit.attempts,
+            &self.audit.started_at,
+            &self.audit.finished_at,
+        ]
     }
 }
 
