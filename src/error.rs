@@ -46,11 +46,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("a turn is already in progress on this thread")]
     ThreadBusy,
-    /// The turn's lease lapsed while the model worked, and another request took the thread
-    /// over (marking this turn `interrupted`) before the reply could be stored.
+    /// The turn's lease lapsed while the model worked, and the thread was taken over (by
+    /// another turn, appended messages, or another process's start-up sweep), marking this
+    /// turn `interrupted` before its reply could be stored.
     #[error(
-        "this turn's lease lapsed while the model worked and another request took the thread \
-         over, marking the turn interrupted: nothing from its upstream call was added to the \
+        "this turn's lease lapsed while the model worked and the thread was taken over, \
+         marking the turn interrupted: nothing from its upstream call was added to the \
          thread (the exchange is kept in the turn's audit record)"
     )]
     TurnInterrupted { turn_id: String },

@@ -357,8 +357,9 @@ impl Storage {
                 };
                 if status == "interrupted" {
                     // Taken over: the exchange is kept (with what it cost), the reply is not
-                    // added (the thread has moved on). The request's base is an earlier turn
-                    // of this same thread, so the difference still reads back whole.
+                    // added (the thread has moved on). The request's base is another turn of
+                    // this same thread (the last whose request this process stored), so the
+                    // difference still reads back whole.
                     let (usage, generation_id) = match &outcome {
                         TurnOutcome::Completed {
                             usage,

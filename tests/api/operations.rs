@@ -207,25 +207,28 @@ async fn one_request_id_is_on_every_log_line_of_a_turn() {
 
 /// Starts a turn whose upstream answers after 1.5 s, waits until the model is called, then
 /// lets the turn's lease lapse behind its back (as if its process had stalled past it).
-async fn turn_with_lapsed_lease(app: &App, id: &str) -> tokio::task::JoinHandle<Resp> {
+/// Returns the running turn and the index of its request among the fake's.
+async fn turn_with_lapsed_lease(app: &App, id: &str) -> (tokio::task::JoinHandle<Resp>, usize) {
+    let sent = app.fake.requests().len();
     let running = tokio::spawn({
         let api = app.api.clone();
         let id = id.to_owned();
         async move { api.turn(&id, &json!({"input": "slow"})).await }
     });
-    wait_for_requests(&app.fake, 1).await;
+    wait_for_requests(&app.fake, sent + 1).await;
     let db = rusqlite::Connection::open(app.db_path()).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     let lapsed = db
         .execute("UPDATE threads SET lease_expires_at = 0 WHERE id = ?", [id])
         .unwrap();
     assert_eq!(lapsed, 1);
-    running
+    (running, sent)
 }
 
 /// The stalled turn's answer: 409 `turn_interrupted`, its reply not added, its paid exchange
-/// in the interrupted turn's audit record. Returns the turn id.
-async fn assert_taken_over(app: &App, id: &str, resp: &Resp) -> String {
+/// in the interrupted turn's audit record (its request read back as the fake received it,
+/// request number `sent`). Returns the turn id.
+async fn assert_taken_over(app: &App, id: &str, resp: &Resp, sent: usize) -> String {
     let error = resp.expect_error(409, "turn_interrupted");
     assert_eq!(error["type"], "conflict_error", "{resp:?}");
     let turn_id = error["turn_id"].as_str().unwrap().to_owned();
@@ -241,7 +244,11 @@ async fn assert_taken_over(app: &App, id: &str, resp: &Resp) -> String {
     let upstream = &turn["upstream"];
     assert_eq!(upstream["attempts"], 1, "{turn}");
     assert_eq!(upstream["status"], 200, "{turn}");
-    assert_eq!(upstream["request"], app.fake.requests()[0].json(), "{turn}");
+    assert_eq!(
+        upstream["request"],
+        app.fake.requests()[sent].json(),
+        "{turn}"
+    );
     assert!(
         upstream["response"]["choices"][0]["message"].is_object(),
         "{turn}"
@@ -261,7 +268,11 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
     )
     .await;
     let id = app.new_thread_id(&json!({})).await;
-    let stalled = turn_with_lapsed_lease(&app, &id).await;
+    // A turn before it, long enough that the stalled turn's request is stored as a
+    // difference from that one's.
+    app.turn_ok(&id, &json!({"input": "first ".repeat(100)}))
+        .await;
+    let (stalled, sent) = turn_with_lapsed_lease(&app, &id).await;
     // The taker: an idempotent request goes to the database (the lease) rather than being
     // answered busy from this process's memory, as a request to another process would.
     let taker = tokio::spawn({
@@ -273,20 +284,30 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
                 .await
         }
     });
-    wait_for_requests(&app.fake, 2).await;
+    wait_for_requests(&app.fake, 3).await;
     let resp = stalled.await.unwrap();
-    assert_taken_over(&app, &id, &resp).await;
+    let turn_id = assert_taken_over(&app, &id, &resp, sent).await;
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    let base: Option<String> = db
+        .query_row(
+            "SELECT upstream_request_base FROM turns WHERE id = ?",
+            [&turn_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(base.is_some(), "stored whole, not as a difference");
+    drop(db);
     taker.await.unwrap().expect(200);
 
-    // The taker's context: both inputs, no trace of the lost reply.
-    let context = app.fake.requests()[1].json();
+    // The taker's context: the inputs, the first turn's reply, no trace of the lost one.
+    let context = app.fake.requests()[2].json();
     let roles: Vec<&str> = context["messages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["user", "user"], "{context}");
+    assert_eq!(roles, ["user", "assistant", "user", "user"], "{context}");
     let failed: Vec<Value> = app
         .logs()
         .lines()
@@ -314,7 +335,7 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
     );
     assert_eq!(
         m.get(r#"threadkeeper_turns_total{status="completed"}"#),
-        Some(&1.0)
+        Some(&2.0)
     );
     assert_eq!(m.get(r#"threadkeeper_turns_total{status="failed"}"#), None);
 }
@@ -326,7 +347,7 @@ async fn messages_appended_after_a_turns_lease_lapsed_interrupt_it() {
     let app =
         spawn_app_with(Opts::default().fake_delay(std::time::Duration::from_millis(1_500))).await;
     let id = app.new_thread_id(&json!({})).await;
-    let stalled = turn_with_lapsed_lease(&app, &id).await;
+    let (stalled, sent) = turn_with_lapsed_lease(&app, &id).await;
     app.api
         .post(
             &format!("/v1/threads/{id}/messages"),
@@ -335,7 +356,7 @@ async fn messages_appended_after_a_turns_lease_lapsed_interrupt_it() {
         .await
         .expect(201);
     let resp = stalled.await.unwrap();
-    assert_taken_over(&app, &id, &resp).await;
+    assert_taken_over(&app, &id, &resp, sent).await;
     let contents: Vec<Value> = app
         .api
         .messages(&id)
