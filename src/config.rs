@@ -173,6 +173,22 @@ impl Config {
         if args.default_model.trim().is_empty() {
             return Err("--default-model must not be empty".into());
         }
+        let upstream_url = args.upstream_url.trim().trim_end_matches('/').to_owned();
+        let usable = reqwest::Url::parse(&upstream_url).map_err(|e| {
+            // The URL itself is not echoed: it could carry credentials.
+            format!("--upstream-url: {e} (use e.g. https://openrouter.ai/api/v1)")
+        })?;
+        if !matches!(usable.scheme(), "http" | "https")
+            || !usable.has_host()
+            || usable.query().is_some()
+            || usable.fragment().is_some()
+        {
+            return Err(
+                "--upstream-url must be an http or https URL without a query, such as \
+                 https://openrouter.ai/api/v1"
+                    .into(),
+            );
+        }
         let api_key = std::env::var("OPENROUTER_API_KEY")
             .ok()
             .filter(|k| !k.trim().is_empty())
@@ -181,7 +197,7 @@ impl Config {
             bind: args.bind.clone(),
             database_url: args.database.database_url.clone(),
             durable: args.database.durable(),
-            upstream_url: args.upstream_url.trim_end_matches('/').to_owned(),
+            upstream_url,
             api_key,
             default_model: args.default_model.clone(),
             default_reasoning,

@@ -9,8 +9,8 @@ pub mod wire;
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use secrecy::ExposeSecret;
 use tokio::time::{timeout_at, Instant};
 
 use crate::config::{Config, UpstreamTimeouts};
@@ -30,11 +30,17 @@ pub struct Exchange {
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
-    endpoint: String,
-    key: Option<SecretString>,
+    /// The chat completions URL, parsed once.
+    endpoint: reqwest::Url,
+    /// `Bearer <key>`, built once and marked sensitive (never shown by `Debug`); `None`
+    /// without a key.
+    authorization: Option<HeaderValue>,
     timeouts: UpstreamTimeouts,
     attempts: u32,
 }
+
+/// OpenRouter's header naming the calling application.
+const X_TITLE: HeaderName = HeaderName::from_static("x-title");
 
 /// Where a streaming turn's chunks go as they arrive: each upstream chunk's JSON exactly as
 /// received. Sends never block the upstream read; a receiver that is gone (the client left)
@@ -94,17 +100,37 @@ impl UpstreamClient {
             .user_agent(concat!("threadkeeper/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        // Checked again here (the configuration already refused a bad one) so that a turn can
+        // never be the first to find out.
+        let endpoint = format!("{}/chat/completions", config.upstream_url);
+        let endpoint =
+            reqwest::Url::parse(&endpoint).map_err(|e| format!("--upstream-url: {e}"))?;
+        let authorization = config
+            .api_key
+            .as_ref()
+            .map(|key| {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {}", key.expose_secret().trim()))
+                        .map_err(|_| {
+                            "OPENROUTER_API_KEY holds a character an HTTP header cannot carry \
+                             (a line break or a control character, say)"
+                                .to_owned()
+                        })?;
+                value.set_sensitive(true);
+                Ok::<_, String>(value)
+            })
+            .transpose()?;
         Ok(Self {
             http,
-            endpoint: format!("{}/chat/completions", config.upstream_url),
-            key: config.api_key.clone(),
+            endpoint,
+            authorization,
             timeouts: config.upstream,
             attempts: config.upstream_attempts,
         })
     }
 
     pub fn is_configured(&self) -> bool {
-        self.key.is_some()
+        self.authorization.is_some()
     }
 
     /// Sends `body` (the exact bytes that are recorded), retrying what may be retried. With
@@ -201,12 +227,12 @@ impl UpstreamClient {
     ) -> Attempt {
         let mut request = self
             .http
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("X-Title", "threadkeeper")
+            .header(X_TITLE, HeaderValue::from_static("threadkeeper"))
             .body(body);
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key.expose_secret());
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
         }
         let head_deadline = deadline.min(Instant::now() + self.timeouts.first_byte);
         let mut response = match timeout_at(head_deadline, request.send()).await {

@@ -61,6 +61,11 @@ pub fn run_cli(args: &[&str]) -> std::process::Output {
 /// Runs `serve` on a fresh database with `extra` flags, expecting it to refuse to start;
 /// returns its stderr. Bounded: a serve that wrongly accepts the flags would run forever.
 pub async fn serve_refusing(extra: &[&str]) -> String {
+    serve_refusing_with_env(extra, &[]).await
+}
+
+/// `serve_refusing` with these environment variables set.
+pub async fn serve_refusing_with_env(extra: &[&str], env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_threadkeeper"));
     command
@@ -78,6 +83,7 @@ pub async fn serve_refusing(extra: &[&str]) -> String {
     for var in AMBIENT_ENV {
         command.env_remove(var);
     }
+    command.envs(env.iter().copied());
     let mut child = command.spawn().expect("spawn serve");
     for _ in 0..100 {
         if child.try_wait().expect("try_wait").is_some() {

@@ -291,6 +291,9 @@ async fn bad_flags_stop_serve_with_a_message() {
         ("--default-reasoning", "[1]"),
         ("--upstream-attempts", "0"),
         ("--context-cache", "plenty"),
+        ("--upstream-url", "openrouter.ai/api/v1"),
+        ("--upstream-url", "ftp://openrouter.ai/api/v1"),
+        ("--upstream-url", "https://openrouter.ai/api/v1?x=1"),
     ] {
         let stderr = serve_refusing(&[flag, value]).await;
         assert!(
@@ -298,6 +301,31 @@ async fn bad_flags_stop_serve_with_a_message() {
             "{flag}: {stderr}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_no_header_can_carry_stops_serve_without_showing_it() {
+    let key = "sk-or-secret\nsecond-line";
+    let stderr = serve_refusing_with_env(&[], &[("OPENROUTER_API_KEY", key)]).await;
+    assert!(stderr.contains("OPENROUTER_API_KEY"), "{stderr}");
+    assert!(!stderr.contains("sk-or-secret"), "{stderr}");
+}
+
+// A key read from a file often ends with a line break: it is sent without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_with_surrounding_whitespace_is_sent_trimmed() {
+    let app = spawn_app_with(Opts {
+        api_key: Some(format!("  {TEST_KEY}\r\n")),
+        ..Opts::default()
+    })
+    .await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.turn_ok(&id, &json!({"input": "hi"})).await;
+    let sent = app.fake.requests();
+    assert_eq!(
+        sent[0].authorization.as_deref(),
+        Some(format!("Bearer {TEST_KEY}").as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
