@@ -303,6 +303,59 @@ async fn bad_flags_stop_serve_with_a_message() {
     }
 }
 
+// Process A stalls past its turn's lease (the lease is made to lapse behind its back) and
+// process B takes the thread over with a turn of its own: A's streaming turn ends with
+// `turn.failed` `turn_interrupted`, B's completes, and the thread holds no reply of A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_takes_over_a_stalled_streaming_turn_which_ends_turn_interrupted() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer();
+    let peer_api = peer.api();
+    let id = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::generated().with_delay(SLOW));
+    let api = app.api.clone();
+    let thread = id.clone();
+    let stalled = tokio::spawn(async move {
+        api.stream_turn(&thread, &json!({"input": "in process A"}))
+            .await
+    });
+    wait_for_requests(&app.fake, 1).await;
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let lapsed = db
+        .execute(
+            "UPDATE threads SET lease_expires_at = 0 WHERE id = ?",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(lapsed, 1);
+    drop(db);
+
+    peer_api
+        .turn_ok(&id, &json!({"input": "in process B"}))
+        .await;
+    let streamed = stalled.await.unwrap();
+    streamed.assert_well_formed();
+    let failed = streamed.failed();
+    assert_eq!(failed["error"]["code"], "turn_interrupted", "{failed}");
+    assert_eq!(failed["error"]["turn_id"], failed["turn_id"], "{failed}");
+    let turn = peer_api
+        .turn_detail(&id, failed["turn_id"].as_str().unwrap())
+        .await
+        .expect(200);
+    assert_eq!(turn["status"], "interrupted", "{turn}");
+    // The stream's transcript is kept, whole.
+    let transcript = turn["upstream"]["response"].as_str().unwrap_or_default();
+    assert!(transcript.trim_end().ends_with("data: [DONE]"), "{turn}");
+    let roles: Vec<String> = peer_api
+        .messages(&id)
+        .await
+        .iter()
+        .map(|m| m["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(roles, ["user", "user", "assistant"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_no_header_can_carry_stops_serve_without_showing_it() {
     let key = "sk-or-secret\nsecond-line";
