@@ -8,7 +8,7 @@ use std::future::IntoFuture;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -80,6 +80,10 @@ pub async fn serve(
     let storage = state.storage.clone();
     let turns = state.turns.clone();
     let grace = state.config.shutdown_grace;
+    // Dropped (and so stopped) when `serve` returns.
+    let _trimming = AbortOnDropHandle::new(tokio::spawn(crate::memory::release_when_idle(
+        turns.clone(),
+    )));
     let app = crate::http::router(state);
     // Without TCP_NODELAY, small responses can wait ~40 ms for Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {

@@ -11,6 +11,7 @@ pub mod config; // the one place that reads flags and environment
 pub mod domain; // ids, messages, threads, turns; the context rebuild as a pure function
 pub mod error; // one error enum mapped to the contract's error JSON
 pub mod http; // one module per resource, thin handlers
+pub mod memory; // giving memory freed after a burst back to the OS when idle
 pub mod storage; // all SQL: connection set-up and whole operations
 pub mod telemetry; // tracing subscriber, request ids
 pub mod turns; // running a turn: store input, call upstream, store the result

@@ -34,10 +34,14 @@ pub fn idle(b: &mut Bench, svc: &mut Service) -> Result<(), String> {
     Ok(())
 }
 
+/// How long the service is left alone before "idle" memory is read: the service gives memory
+/// freed by a burst back to the OS once it has been quiet for a second (src/memory.rs).
+const QUIET: Duration = Duration::from_millis(2_500);
+
 /// RSS once the earlier scenarios are over (the service idle again), then 100k small messages
 /// appended in batches without a restart, and RSS after them.
 pub fn after_load_and_appends(b: &mut Bench, svc: &mut Service) -> Result<(), String> {
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(QUIET);
     let rss = svc.rss()?;
     b.report
         .single("5 memory", "RSS idle after load", "MB", rss as f64 / MB);
@@ -72,7 +76,7 @@ pub fn after_load_and_appends(b: &mut Bench, svc: &mut Service) -> Result<(), St
     }
     let wall = start.elapsed();
     svc.check_alive()?;
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(QUIET);
     let rss = svc.rss()?;
     let peak = svc.peak_rss()?;
     let db_bytes = svc.database_bytes();

@@ -97,6 +97,7 @@ fn describe() {
 
 /// Records every routed request under its route template.
 pub async fn track_http(request: Request, next: Next) -> Response {
+    crate::memory::note_request();
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
