@@ -34,7 +34,13 @@ pub async fn release_when_idle(turns: TaskTracker) {
         ticks.tick().await;
         if trims.due(REQUESTS.load(Ordering::Relaxed), !turns.is_empty()) {
             // It walks the whole heap: not on an async worker.
+            let started = std::time::Instant::now();
             let _ = tokio::task::spawn_blocking(trim).await;
+            let took_us = started.elapsed().as_micros() as u64;
+            tracing::debug!(
+                took_us,
+                "gave memory freed since the last burst back to the OS"
+            );
         }
     }
 }
