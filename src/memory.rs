@@ -3,9 +3,12 @@
 //! glibc's allocator keeps what a burst of turns freed (request bodies, replies, contexts
 //! the cache let go) in its arenas for reuse, so a service left idle after load stayed near
 //! its peak resident size: 105 MB after the benchmark's load, of which `malloc_trim` gave
-//! back 25 MB (BENCHMARKS.md). So once after each burst, when a whole `QUIET` period has
-//! passed with no request arriving and no turn running, this task trims the heap. It never
-//! trims under load, and not between turns that come less than a second apart.
+//! back 25 MB (BENCHMARKS.md). So once after each burst this task trims the heap: at the
+//! first one-second tick that finds no API request (`/v1`) arrived since the tick before and
+//! no turn running, which is one to two seconds after the last request arrived. It does not
+//! trim while requests keep arriving, nor between turns that come less than a second apart;
+//! health checks and metrics scrapes do not count as activity. Only glibc has `malloc_trim`:
+//! elsewhere the task does nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,7 +22,7 @@ static REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// How long without a request (and with no turn running) counts as quiet.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// Records that a request arrived; the HTTP layer calls it for every routed request.
+/// Records that an API request arrived; the HTTP layer calls it for every `/v1` request.
 pub fn note_request() {
     REQUESTS.fetch_add(1, Ordering::Relaxed);
 }
@@ -27,18 +30,26 @@ pub fn note_request() {
 /// Trims the heap after each burst of requests, once the service is quiet (until the task
 /// is dropped).
 pub async fn release_when_idle(turns: TaskTracker) {
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        trim_when_idle(&turns, &REQUESTS, trim).await;
+    }
+}
+
+/// Runs `trim` when `IdleTrims` says so, from the `requests` count and `turns`.
+async fn trim_when_idle(turns: &TaskTracker, requests: &AtomicU64, trim: fn() -> bool) {
     let mut trims = IdleTrims::default();
     let mut ticks = tokio::time::interval(QUIET);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if trims.due(REQUESTS.load(Ordering::Relaxed), !turns.is_empty()) {
+        if trims.due(requests.load(Ordering::Relaxed), !turns.is_empty()) {
             // It walks the whole heap: not on an async worker.
             let started = std::time::Instant::now();
-            let _ = tokio::task::spawn_blocking(trim).await;
+            let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
             let took_us = started.elapsed().as_micros() as u64;
             tracing::debug!(
                 took_us,
+                released,
                 "gave memory freed since the last burst back to the OS"
             );
         }
@@ -68,16 +79,18 @@ impl IdleTrims {
     }
 }
 
-fn trim() {
+/// Gives the heap's free memory back to the OS; whether there was any to give.
+fn trim() -> bool {
     // SAFETY: `malloc_trim` takes no pointers; it works on glibc's own heap under glibc's
     // own locks, so it is safe to call at any time from any thread.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    return unsafe { libc::malloc_trim(0) } == 1;
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -103,13 +116,53 @@ mod tests {
     }
 
     #[test]
-    fn trimming_is_safe_at_any_time() {
+    fn trimming_gives_freed_memory_back_and_keeps_live_memory() {
         let kept: Vec<Vec<u8>> = (0..1_000).map(|i| vec![1u8; 100 + i]).collect();
         drop((0..1_000).map(|i| vec![0u8; 5_000 + i]).collect::<Vec<_>>());
-        trim();
+        let released = trim();
+        assert_eq!(released, cfg!(all(target_os = "linux", target_env = "gnu")));
         assert!(kept
             .iter()
             .enumerate()
             .all(|(i, v)| v.len() == 100 + i && v.iter().all(|b| *b == 1)));
+    }
+
+    static TRIMS: AtomicU64 = AtomicU64::new(0);
+
+    fn count_trim() -> bool {
+        TRIMS.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    // The task as `serve` runs it, on a paused clock: a burst of requests, then quiet, then a
+    // turn that runs across several ticks.
+    #[tokio::test(start_paused = true)]
+    async fn the_task_trims_a_second_after_a_burst_and_not_while_a_turn_runs() {
+        static REQUESTS_HERE: AtomicU64 = AtomicU64::new(0);
+        let turns = TaskTracker::new();
+        let task = tokio::spawn({
+            let turns = turns.clone();
+            async move { trim_when_idle(&turns, &REQUESTS_HERE, count_trim).await }
+        });
+        let tick = |n: u64| tokio::time::sleep(QUIET * n as u32 + QUIET / 2);
+        tick(3).await;
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 0, "fresh and idle");
+        for _ in 0..3 {
+            REQUESTS_HERE.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(QUIET).await;
+        }
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 0, "requests kept arriving");
+        tick(2).await;
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 1, "quiet after the burst");
+        REQUESTS_HERE.fetch_add(1, Ordering::Relaxed);
+        let turn = turns.spawn(tokio::time::sleep(QUIET * 4));
+        tick(3).await;
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 1, "a turn is running");
+        turn.await.unwrap();
+        tick(2).await;
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 2, "the turn ended");
+        tick(3).await;
+        assert_eq!(TRIMS.load(Ordering::SeqCst), 2, "once per burst");
+        task.abort();
     }
 }

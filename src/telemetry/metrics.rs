@@ -97,13 +97,17 @@ fn describe() {
 
 /// Records every routed request under its route template.
 pub async fn track_http(request: Request, next: Next) -> Response {
-    crate::memory::note_request();
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // Health checks and scrapes are not activity: they would keep an idle service from
+    // giving memory back, or make it do so after every probe.
+    if route.starts_with("/v1/") {
+        crate::memory::note_request();
+    }
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
