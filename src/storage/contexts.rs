@@ -174,7 +174,7 @@ impl ContextCache {
         if self.budget == 0 {
             return;
         }
-        let size = request.body.len() + request.turn_id.len();
+        let size = request_size(&request);
         let kept = (size <= self.budget / 4).then_some((request, size));
         let mut inner = self.lock();
         inner.update(thread_id, |entry| entry.request = kept);
@@ -207,7 +207,25 @@ impl ContextCache {
     }
 }
 
-/// Bytes a message holds, near enough for a budget.
+/// What one heap allocation of `len` bytes takes from glibc's allocator: the bytes and an
+/// 8-byte header, rounded up to 16, at least 32. Counted so that the budget is near the memory
+/// the cache really holds: a message is a score of allocations, many of them small.
+fn allocated(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        (len + 8).div_ceil(16).max(2) * 16
+    }
+}
+
+/// Bytes a thread's last request holds: its text (in an `Arc`, with its two counts) and its
+/// turn id.
+fn request_size(request: &LastRequest) -> usize {
+    allocated(request.body.len() + 16) + allocated(request.turn_id.len())
+}
+
+/// Bytes a message holds, near enough for a budget: its own allocation (in an `Arc`, with
+/// its two counts), its slot in the context's vector, and each field's text.
 fn approximate_size(m: &MessageRecord) -> usize {
     let strings = [
         Some(&m.id),
@@ -230,7 +248,13 @@ fn approximate_size(m: &MessageRecord) -> usize {
         m.native_finish_reason.as_ref(),
         m.usage.as_ref(),
     ];
-    std::mem::size_of::<MessageRecord>() + strings.iter().flatten().map(|s| s.len()).sum::<usize>()
+    allocated(std::mem::size_of::<MessageRecord>() + 16)
+        + std::mem::size_of::<Arc<MessageRecord>>()
+        + strings
+            .iter()
+            .flatten()
+            .map(|s| allocated(s.len()))
+            .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -303,13 +327,29 @@ mod tests {
         assert!(cache.last_request("a").is_some()); // a is now more recent than b
         cache.put("c", context("c", 2, 1000));
         cache.put_last_request("c", request("t3"));
-        // 3 x (2 + 1) > 8: the least recently used thread left, context and request.
+        // 3 x (2 + 1) > 8 (a request is a little over `one`): the least recently used thread
+        // left, context and request.
         assert!(cache.get("b").is_none() && cache.last_request("b").is_none());
         assert!(cache.get("a").is_some() && cache.last_request("a").is_some());
         cache.remove("a");
         assert!(cache.last_request("a").is_none());
-        let expected = 2 * one + one + "t3".len();
+        let expected = 2 * one + request_size(&request("t3"));
         assert_eq!(cache.lock().bytes, expected);
+    }
+
+    #[test]
+    fn sizes_count_what_the_allocator_takes() {
+        assert_eq!(allocated(0), 0);
+        assert_eq!(allocated(1), 32);
+        assert_eq!(allocated(24), 32);
+        assert_eq!(allocated(25), 48);
+        assert_eq!(allocated(1000), 1008);
+        // An id-sized field costs more than its text.
+        let small = approximate_size(&context("a", 1, 1).messages[0]);
+        assert!(
+            small > std::mem::size_of::<MessageRecord>() + 3 * 32,
+            "{small}"
+        );
     }
 
     #[test]
