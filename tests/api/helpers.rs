@@ -421,6 +421,22 @@ impl App {
     pub fn db_path(&self) -> std::path::PathBuf {
         self.dir.path().join("test.db")
     }
+
+    /// Lets the lease of the turn running on `thread_id` lapse behind its back, as if its
+    /// process had stalled past it (the turn itself runs on, unaware).
+    pub fn lapse_lease(&self, thread_id: &str) {
+        let db = rusqlite::Connection::open(self.db_path()).expect("open the database");
+        db.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        let lapsed = db
+            .execute(
+                "UPDATE threads SET lease_expires_at = 0 \
+                 WHERE id = ? AND lease_turn_id IS NOT NULL",
+                [thread_id],
+            )
+            .expect("lapse the lease");
+        assert_eq!(lapsed, 1, "no turn holds {thread_id}");
+    }
 }
 
 /// `PRAGMA integrity_check` of a SQLite file, read with python3's sqlite3 module (the

@@ -216,12 +216,7 @@ async fn turn_with_lapsed_lease(app: &App, id: &str) -> (tokio::task::JoinHandle
         async move { api.turn(&id, &json!({"input": "slow"})).await }
     });
     wait_for_requests(&app.fake, sent + 1).await;
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let lapsed = db
-        .execute("UPDATE threads SET lease_expires_at = 0 WHERE id = ?", [id])
-        .unwrap();
-    assert_eq!(lapsed, 1);
+    app.lapse_lease(id);
     (running, sent)
 }
 

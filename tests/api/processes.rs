@@ -320,16 +320,7 @@ async fn a_peer_takes_over_a_stalled_streaming_turn_which_ends_turn_interrupted(
             .await
     });
     wait_for_requests(&app.fake, 1).await;
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    db.busy_timeout(Duration::from_secs(10)).unwrap();
-    let lapsed = db
-        .execute(
-            "UPDATE threads SET lease_expires_at = 0 WHERE id = ?",
-            [&id],
-        )
-        .unwrap();
-    assert_eq!(lapsed, 1);
-    drop(db);
+    app.lapse_lease(&id);
 
     peer_api
         .turn_ok(&id, &json!({"input": "in process B"}))
