@@ -16,8 +16,21 @@ use crate::domain::context::Defaults;
 use crate::storage::Storage;
 use crate::upstream::UpstreamClient;
 
+/// What every request handler and running turn shares. Cloned for each request (axum hands
+/// each handler and middleware its own copy), so it is one `Arc`: a clone is one reference
+/// count, not one per service inside (about a dozen, and a URL copied).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub config: Arc<Config>,
     pub defaults: Arc<Defaults>,
     pub storage: Storage,
@@ -54,7 +67,7 @@ impl AppState {
                 "OPENROUTER_API_KEY is not set: turns will answer 503 upstream_not_configured"
             );
         }
-        Ok(Self {
+        Ok(Self(Arc::new(Services {
             defaults: Arc::new(Defaults {
                 model: config.default_model.clone(),
                 reasoning: config.default_reasoning.clone(),
@@ -65,7 +78,7 @@ impl AppState {
             turns: TaskTracker::new(),
             running: crate::turns::RunningThreads::default(),
             auth: Arc::new(Auth::new(config_rate_limit)),
-        })
+        })))
     }
 }
 
