@@ -146,18 +146,22 @@ impl Storage {
                             return Ok((Begun::KeyReused, None));
                         }
                         match status.as_str() {
-                            "in_progress" => return Ok((Begun::Busy, None)),
                             "completed" => {
                                 let turn = replay_turn(tx, &earlier_id)?.ok_or_else(|| {
                                     Error::Internal("the replayed turn vanished".into())
                                 })?;
                                 return Ok((Begun::Replay(Box::new(turn)), None));
                             }
-                            _ => {
-                                if matches!(lease, Lease::Held) {
-                                    return Ok((Begun::Busy, None));
+                            // Still running (or another turn is): the client waits for it.
+                            _ if matches!(lease, Lease::Held) => return Ok((Begun::Busy, None)),
+                            status => {
+                                // Left in progress by a process that died or stalled past its
+                                // lease: it will never end, so it ends here, as the sweep at
+                                // start-up would end it, and the retry runs in its place.
+                                if status == "in_progress" {
+                                    interrupt(tx, &earlier_id, &now)?;
                                 }
-                                // The key moves to the new turn; the failed one keeps its record.
+                                // The key moves to the new turn; the earlier one keeps its record.
                                 tx.prepare_cached(
                                     "UPDATE turns SET idempotency_key = NULL WHERE id = ?",
                                 )?

@@ -403,3 +403,52 @@ async fn a_client_that_gives_up_does_not_lose_the_turn() {
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1]["role"], "assistant");
 }
+
+/// A client that lost its connection when the service died retries with the same
+/// `Idempotency-Key` against another live process on the database: the first turn is dead
+/// (its process is gone), so the retry runs the model again on the stored input instead of
+/// answering `thread_busy` until some process restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_retry_after_the_process_running_the_turn_died_runs_it_again() {
+    let mut app = spawn_app().await;
+    let peer = app.spawn_peer();
+    let peer_api = peer.api();
+    let id = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::hang());
+    let body = r#"{"input":"worth retrying"}"#;
+    let api = app.api.clone();
+    let thread = id.clone();
+    let pending = tokio::spawn(async move {
+        let _ = api
+            .turn_with(&thread, body, &[("Idempotency-Key", "retry-after-crash")])
+            .await;
+    });
+    wait_for_requests(&app.fake, 1).await;
+    app.service.kill();
+    pending.abort();
+
+    let retry = peer_api
+        .turn_with(&id, body, &[("Idempotency-Key", "retry-after-crash")])
+        .await
+        .expect(200);
+    assert_eq!(retry["status"], "completed");
+    let turns = peer_api.turns(&id).await;
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turns[0]["status"], "interrupted", "{}", turns[0]);
+    assert_eq!(retry["input_message_ids"], turns[0]["input_message_ids"]);
+    let messages = peer_api.messages(&id).await;
+    assert_eq!(messages.len(), 2, "the input is not stored twice");
+    assert_eq!(messages[0]["content"], "worth retrying");
+    let sent = app.fake.requests().last().unwrap().json();
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "worth retrying"}])
+    );
+
+    // The key now names the completed turn: a third try replays it.
+    let again = peer_api
+        .turn_with(&id, body, &[("Idempotency-Key", "retry-after-crash")])
+        .await;
+    assert_eq!(again.json()["id"], retry["id"]);
+    assert_eq!(app.fake.requests().len(), 2);
+}
