@@ -1,17 +1,35 @@
 //! Which process holds a lease, and whether it is still alive.
 //!
-//! A lease names its owner as `<pid>:<start time>` (the start time, from `/proc/<pid>/stat`,
-//! tells a live process from a later one that reused the pid). SQLite is a local file, so
-//! every process sharing it runs on this machine and can be checked here. Where `/proc` is
-//! not available the owner is assumed alive and only the lease's expiry frees it.
+//! A lease names its owner as `<pid>:<start time>:<pid namespace>` (the start time, from
+//! `/proc/<pid>/stat`, tells a live process from a later one that reused the pid). SQLite is
+//! a local file, so every process sharing it runs on this machine and can be checked here,
+//! unless it runs in another PID namespace (another container sharing the database on a
+//! volume): there its pid means nothing, so such an owner is assumed alive and only the
+//! lease's expiry frees it, as where `/proc` is not available. Owners written before the
+//! namespace was recorded (`<pid>:<start time>`) are taken to be in this namespace.
 
 /// This process's identity.
 pub fn current() -> String {
     let pid = std::process::id();
-    match start_time(pid) {
-        Some(start) => format!("{pid}:{start}"),
-        None => format!("{pid}:?"),
-    }
+    let start = start_time(pid).unwrap_or_else(|| "?".to_owned());
+    format!("{pid}:{start}:{}", namespace().unwrap_or("?"))
+}
+
+/// This process's PID namespace (the inode `/proc/self/ns/pid` names), read once.
+fn namespace() -> Option<&'static str> {
+    static NAMESPACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAMESPACE
+        .get_or_init(|| {
+            let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+            // `pid:[4026531836]`
+            let link = link.to_str()?;
+            let inode = link.strip_prefix("pid:[")?.strip_suffix(']')?;
+            inode
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| inode.to_owned())
+        })
+        .as_deref()
 }
 
 /// False only when the owner is known to be gone.
@@ -21,9 +39,15 @@ pub fn is_alive(owner: &str) -> bool {
     if owner == ME.get_or_init(current) {
         return true;
     }
-    let Some((pid, start)) = owner.split_once(':') else {
+    let mut parts = owner.splitn(3, ':');
+    let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
         return true;
     };
+    if let Some(owner_namespace) = parts.next() {
+        if namespace() != Some(owner_namespace) {
+            return true;
+        }
+    }
     let Ok(pid) = pid.parse::<u32>() else {
         return true;
     };
@@ -59,8 +83,17 @@ mod tests {
         assert!(is_alive(&me));
         let pid = std::process::id();
         if std::path::Path::new("/proc/self/stat").exists() {
+            let Some(ns) = namespace() else {
+                panic!("no pid namespace for this process")
+            };
+            assert!(!is_alive(&format!("{pid}:1:{ns}")));
+            assert!(!is_alive(&format!("4194304999:1:{ns}")));
+            // Written before the namespace was recorded: this namespace.
             assert!(!is_alive(&format!("{pid}:1")));
             assert!(!is_alive("4194304999:1"));
+            // Another namespace's pids cannot be checked from here: only expiry frees them.
+            assert!(is_alive("4194304999:1:1"));
+            assert!(is_alive(&format!("{pid}:1:?")));
         }
         assert!(is_alive("garbage"));
     }
