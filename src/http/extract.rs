@@ -2,7 +2,7 @@
 //! a JSON body (content type, size limit), path ids, query strings, and the tenant.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -30,9 +30,15 @@ impl FromRequest<AppState> for JsonBody {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge {
-                    limit: state.config.max_body,
-                },
+                BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                    ApiError::PayloadTooLarge {
+                        limit: state.config.max_body,
+                    }
+                }
+                // A body that broke off or is badly framed (a chunk size that is not hex).
+                BytesRejection::FailedToBufferBody(other) => {
+                    ApiError::invalid(format!("the request body could not be read: {other}"))
+                }
                 other => ApiError::invalid(other.body_text()),
             })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -73,14 +73,22 @@ pub fn router(state: AppState) -> Router {
             // Routed requests are counted by `track_http`; the rest under one label.
             metrics::counter!(
                 crate::telemetry::metrics::HTTP_REQUESTS,
-                "method" => method.as_str().to_owned(),
+                "method" => crate::telemetry::metrics::method_label(&method),
                 "route" => "unmatched",
                 "status" => "404"
             )
             .increment(1);
             ApiError::NotFound("no such route".into())
         })
-        .method_not_allowed_fallback(|| async {
+        .method_not_allowed_fallback(|method: Method, route: Option<MatchedPath>| async move {
+            // Not seen by `track_http` (a route layer runs only for the route's own methods).
+            metrics::counter!(
+                crate::telemetry::metrics::HTTP_REQUESTS,
+                "method" => crate::telemetry::metrics::method_label(&method),
+                "route" => route.map_or_else(|| "unmatched".to_owned(), |r| r.as_str().to_owned()),
+                "status" => "405"
+            )
+            .increment(1);
             ApiError::MethodNotAllowed("this method is not allowed on this route".into())
         })
         .layer(DefaultBodyLimit::max(max_body))

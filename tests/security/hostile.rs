@@ -378,3 +378,57 @@ async fn hostile_requests_get_4xx_error_json_and_change_nothing() {
     api.turn_ok(&thread, &json!({"input": "still serving"}))
         .await;
 }
+
+/// Any token is a valid HTTP method, and each distinct metric label value is a series kept
+/// for the process's life: made-up methods are counted under one label, `other`, so a
+/// client cannot grow `/metrics` (and the service's memory) without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_share_one_metrics_label() {
+    let app = spawn_app().await;
+    let headers: [(&str, Vec<u8>); 0] = [];
+    for i in 0..20 {
+        let method = Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        for path in ["/v1/threads", "/no/such/route"] {
+            let resp = try_raw(&app.api, method.clone(), path, &headers, None)
+                .await
+                .expect("an answer");
+            assert!(matches!(resp.status, 404 | 405), "{path}: {resp:?}");
+        }
+    }
+    let metrics = app.get("/metrics").await.text;
+    assert!(!metrics.contains("BREW"), "{metrics}");
+    for series in [
+        r#"threadkeeper_http_requests_total{method="other",route="/v1/threads",status="405"} 20"#,
+        r#"threadkeeper_http_requests_total{method="other",route="unmatched",status="404"} 20"#,
+    ] {
+        assert!(metrics.contains(series), "no `{series}` in:\n{metrics}");
+    }
+}
+
+/// A body whose chunked framing is broken is a bad request (400 with the error JSON), not
+/// "too large": only a body over the limit is 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_badly_framed_body_is_400_not_413() {
+    use std::io::{Read, Write};
+    let app = spawn_app().await;
+    let addr = app.service.addr();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tcp.write_all(
+            b"POST /v1/threads HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains(r#""code":"invalid_request""#), "{answer}");
+    assert!(answer.contains("could not be read"), "{answer}");
+    assert_eq!(app.get("/v1/threads").await.json()["data"], json!([]));
+}
