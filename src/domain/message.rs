@@ -73,12 +73,12 @@ impl NewMessage {
     }
 
     /// A user message with plain text, as a turn's string `input` makes it.
-    pub fn user_text(text: &str) -> NewMessage {
-        let mut content = String::with_capacity(text.len() + 2);
-        super::json::push_str_literal(&mut content, text);
+    /// A user message whose content is `literal`, a JSON string exactly as the client wrote
+    /// it (escapes included): content is stored and returned as given.
+    pub fn user_string(literal: &str) -> NewMessage {
         NewMessage {
             role: Role::User,
-            content: Some(content),
+            content: Some(literal.to_owned()),
             name: None,
             tool_calls: None,
             tool_call_id: None,
@@ -137,12 +137,13 @@ pub fn parse_input(raw: &RawValue) -> Result<Vec<NewMessage>, ApiError> {
     match raw::kind(raw) {
         Kind::Null => Ok(Vec::new()),
         Kind::String => {
+            // Decoded only to check it: the message keeps the bytes as sent.
             let text: String = serde_json::from_str(raw.get())
                 .map_err(|e| ApiError::invalid_param("input", e.to_string()))?;
             if text.is_empty() {
                 return Ok(Vec::new());
             }
-            Ok(vec![NewMessage::user_text(&text)])
+            Ok(vec![NewMessage::user_string(raw.get())])
         }
         Kind::Object => Ok(vec![parse_message(raw, "input")?]),
         Kind::Array => parse_messages(raw, "input"),

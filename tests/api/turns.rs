@@ -141,6 +141,27 @@ async fn turn_input_may_be_a_string_a_message_an_array_or_nothing() {
     assert_eq!(turn["input_message_ids"], json!([]));
 }
 
+/// A string `input` is content like any other: stored, returned and sent upstream as the
+/// client wrote it, escapes included, not decoded and written out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_input_keeps_its_exact_bytes() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let literal = r#""caf\u00e9 \/ \ud83d\ude00 tab\t""#;
+    let body = format!(r#"{{"input": {literal}}}"#);
+    let turn = app.turn_with(&id, &body, &[]).await.expect(200);
+    let input_id = turn["input_message_ids"][0].as_str().unwrap().to_owned();
+    let stored = app
+        .get(&format!("/v1/threads/{id}/messages/{input_id}"))
+        .await;
+    assert_eq!(raw_at(&stored.text, &["content"]).unwrap(), literal);
+    assert_eq!(stored.json()["content"], "caf\u{e9} / \u{1f600} tab\t");
+    let sent = &app.fake.requests()[0].body;
+    assert!(sent.contains(&format!(r#""content":{literal}"#)), "{sent}");
+    let context = app.context(&id, "").await;
+    assert!(context.contains(literal), "{context}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_call_round_trip_with_the_generated_reply() {
     let app = spawn_app_with(Opts::default().strict()).await;
