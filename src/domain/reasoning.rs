@@ -85,10 +85,11 @@ impl Block {
                     *slot = Value::Raw(value.get().to_owned());
                 }
             }
-            // `format`, `id`, `data`, unknown fields: the first non-null value wins.
+            // `format`, `id`, `data`, unknown fields: the first non-null value wins. A text
+            // that opened as `null` is joined from its first string on.
             (_, Some(slot @ Value::Raw(_))) => {
                 if matches!(slot, Value::Raw(r) if r == "null") && raw::kind(value) != Kind::Null {
-                    *slot = Value::Raw(value.get().to_owned());
+                    *slot = initial(key, value);
                 }
             }
             (_, Some(Value::Joined(_))) => {}
@@ -254,6 +255,35 @@ mod tests {
         assert_eq!(
             merged,
             r#"[{"type":"reasoning.text","text":"ab","format":"unknown","index":0,"extra":{"k":-0.0}}]"#
+        );
+    }
+
+    #[test]
+    fn a_text_or_summary_that_opens_as_null_still_joins_every_later_fragment() {
+        let merged = merge(&[
+            r#"{"type":"reasoning.text","text":null,"format":"unknown","index":0}"#,
+            r#"{"type":"reasoning.text","text":"Hel","format":"unknown","index":0}"#,
+            r#"{"type":"reasoning.text","text":null,"format":"unknown","index":0}"#,
+            r#"{"type":"reasoning.text","text":"lo","format":"unknown","index":0}"#,
+        ]);
+        assert_eq!(
+            merged,
+            r#"[{"type":"reasoning.text","text":"Hello","format":"unknown","index":0}]"#
+        );
+        let merged = merge(&[
+            r#"{"type":"reasoning.summary","summary":null,"index":0}"#,
+            r#"{"type":"reasoning.summary","summary":"a","index":0}"#,
+            r#"{"type":"reasoning.summary","summary":"b","index":0}"#,
+        ]);
+        assert_eq!(
+            merged,
+            r#"[{"type":"reasoning.summary","summary":"ab","index":0}]"#
+        );
+        // Nothing but nulls: the null stays.
+        let merged = merge(&[r#"{"type":"reasoning.text","text":null,"index":0}"#]);
+        assert_eq!(
+            merged,
+            r#"[{"type":"reasoning.text","text":null,"index":0}]"#
         );
     }
 }
