@@ -255,7 +255,7 @@ impl UpstreamClient {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            .is_some_and(is_event_stream_type);
         if let (Some(sink), true, true) = (sink, is_event_stream, (200..300).contains(&status)) {
             return self.read_stream(response, status, deadline, sink).await;
         }
@@ -420,4 +420,36 @@ fn classify(
         return Err(failure(TurnFailureKind::Timeout, message, Some(status)));
     }
     Err(failure(TurnFailureKind::Upstream, message, Some(status)))
+}
+
+/// Whether a `Content-Type` is `text/event-stream` (media types are case-insensitive; a
+/// parameter such as `; charset=utf-8` may follow).
+fn is_event_stream_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("text/event-stream")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_event_stream_type;
+
+    #[test]
+    fn an_event_stream_is_recognised_in_any_case_and_with_parameters() {
+        for yes in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "TEXT/EVENT-STREAM; charset=utf-8",
+            " text/event-stream ;charset=UTF-8",
+        ] {
+            assert!(is_event_stream_type(yes), "{yes}");
+        }
+        for no in [
+            "application/json",
+            "text/event-streams",
+            "text/plain; x=text/event-stream",
+            "",
+        ] {
+            assert!(!is_event_stream_type(no), "{no}");
+        }
+    }
 }
