@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
 VENV=${SCHEMATHESIS_VENV:-target/schemathesis-venv}
 if [ ! -x "$VENV/bin/schemathesis" ]; then
-  python3 -m venv "$VENV"
+  if ! python3 -m venv "$VENV"; then
+    echo "schemathesis needs python3's venv module (Debian/Ubuntu: apt install python3-venv)" >&2
+    exit 1
+  fi
   "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 

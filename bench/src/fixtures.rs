@@ -152,7 +152,7 @@ pub fn prose(rng: &mut Rng, bytes: usize) -> String {
         }
         out.push('.');
         sentence += 1;
-        if sentence % 5 == 0 {
+        if sentence.is_multiple_of(5) {
             out.push_str("\n\n");
         } else {
             out.push(' ');

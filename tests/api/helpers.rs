@@ -293,12 +293,13 @@ impl Service {
             .expect("service address")
     }
 
-    /// Sends a signal by name (`TERM`, `INT`) with the `kill` command.
+    /// Sends a signal by name (`TERM`, `INT`) with the shell's `kill` builtin (every POSIX
+    /// shell has one; a `kill` executable may not be installed).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.pid().to_string()])
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$0\" \"$1\"", name, &self.pid().to_string()])
             .status()
-            .expect("run kill");
+            .expect("run sh");
         assert!(status.success(), "kill -s {name} failed");
     }
 
