@@ -17,10 +17,10 @@ use tracing::{info, instrument, warn, Instrument};
 use crate::app::AppState;
 use crate::domain::context::{build_request, resolve};
 use crate::domain::ids;
-use crate::domain::records::{MessageRecord, ThreadRecord, TurnRecord};
+use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord};
 use crate::domain::turn::TurnRequest;
 use crate::error::{ApiError, ApiResult};
-use crate::storage::{BeginTurn, Begun, Finished, TurnOutcome};
+use crate::storage::{BeginTurn, Begun, Closing, Finished, NotFinished, TurnOutcome};
 use crate::telemetry::metrics as m;
 use crate::upstream::{ChunkSink, Completion};
 
@@ -300,26 +300,6 @@ async fn drive(
         Err(_) => "failed",
     };
     metrics::counter!(m::TURNS, "status" => status).increment(1);
-    if let Err(err @ (ApiError::Internal(_) | ApiError::Unavailable)) = &result {
-        // The turn could not be completed or failed normally (the database refused a
-        // write): end it as failed so its thread does not stay busy until the lease expires.
-        let error = serde_json::to_string(&err.body()).unwrap_or_default();
-        let audit = crate::domain::records::AuditRecord::default();
-        let latency_ms = started.elapsed().as_millis() as i64;
-        if let Err(e) = state
-            .storage
-            .finish_turn(
-                &thread_id,
-                &turn_id,
-                TurnOutcome::Failed { error },
-                audit,
-                latency_ms,
-            )
-            .await
-        {
-            warn!(error = %e, "could not mark the turn failed; its lease will expire");
-        }
-    }
     result
 }
 
@@ -369,7 +349,13 @@ async fn call_and_store(
         Some(context) => context,
         None => match state.storage.context_messages(&thread.id).await {
             Ok(messages) => messages,
-            Err(e) => return Err(stages.failed(e.into())),
+            Err(e) => {
+                let error = ApiError::from(e);
+                let latency_ms = started.elapsed().as_millis() as i64;
+                let audit = AuditRecord::default();
+                end_as_failed(state, &thread.id, turn_id, &error, audit, latency_ms).await;
+                return Err(stages.failed(error));
+            }
         },
     };
     let body = build_request(thread, &messages, options);
@@ -395,10 +381,12 @@ async fn call_and_store(
     };
     let attempts = exchange.audit.attempts;
     let storing = Instant::now();
-    let finished = state
-        .storage
-        .finish_turn(&thread.id, turn_id, outcome, exchange.audit, latency_ms)
-        .await;
+    let closing = Closing {
+        outcome,
+        audit: exchange.audit,
+        latency_ms,
+    };
+    let finished = store_closing(state, &thread.id, turn_id, closing).await;
     stages.store_reply_us = micros(storing);
     let (turn, output) = match finished {
         Ok(Finished::Stored(turn, output)) => (turn, output),
@@ -412,7 +400,7 @@ async fn call_and_store(
                 "the thread was deleted while this turn ran (the turn's lease had lapsed)".into(),
             )))
         }
-        Err(e) => return Err(stages.failed(e.into())),
+        Err(e) => return Err(stages.failed(e)),
     };
     let Stages {
         store_input_us,
@@ -438,6 +426,73 @@ async fn call_and_store(
         attempts, store_input_us, context_us, upstream_us, store_reply_us, "turn completed"
     );
     Ok((turn, output))
+}
+
+/// How many times a turn's closing write is tried while the database is unavailable.
+const CLOSING_ATTEMPTS: u32 = 3;
+
+/// The turn's closing write. While the database is unavailable (another process holding its
+/// write lock past the busy timeout, a full disk) it is tried again after a pause: the reply
+/// was paid for, and the client is still waiting for it. If it cannot be stored, the turn
+/// ends as failed with its upstream exchange in its audit record (if that at least can be
+/// written), so that the exchange is not lost and the thread does not stay busy until the
+/// lease expires.
+async fn store_closing(
+    state: &AppState,
+    thread_id: &str,
+    turn_id: &str,
+    mut closing: Closing,
+) -> ApiResult<Finished> {
+    let latency_ms = closing.latency_ms;
+    let mut attempt = 1;
+    loop {
+        let NotFinished {
+            error,
+            closing: back,
+        } = match state.storage.finish_turn(thread_id, turn_id, closing).await {
+            Ok(finished) => return Ok(finished),
+            Err(not_finished) => not_finished,
+        };
+        let retry = error.is_unavailable()
+            && !matches!(error, crate::storage::Error::Closed)
+            && attempt < CLOSING_ATTEMPTS;
+        match back {
+            Some(back) if retry => {
+                warn!(error = %error, attempt, "could not store the end of the turn; trying again");
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                attempt += 1;
+                closing = back;
+            }
+            back => {
+                let error = ApiError::from(error);
+                let audit = back.map(|b| b.audit).unwrap_or_default();
+                end_as_failed(state, thread_id, turn_id, &error, audit, latency_ms).await;
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Ends a turn whose own outcome could not be stored as failed with `error`, keeping its
+/// upstream exchange (`audit`) if there was one.
+async fn end_as_failed(
+    state: &AppState,
+    thread_id: &str,
+    turn_id: &str,
+    error: &ApiError,
+    audit: AuditRecord,
+    latency_ms: i64,
+) {
+    let closing = Closing {
+        outcome: TurnOutcome::Failed {
+            error: serde_json::to_string(&error.body()).unwrap_or_default(),
+        },
+        audit,
+        latency_ms,
+    };
+    if let Err(e) = state.storage.finish_turn(thread_id, turn_id, closing).await {
+        warn!(error = %e.error, "could not mark the turn failed; its lease will expire");
+    }
 }
 
 fn completed(turn_id: &str, thread_id: &str, requested_model: &str, c: Completion) -> TurnOutcome {

@@ -250,6 +250,11 @@ pub(super) fn insert_messages(
 }
 
 pub(super) fn insert_message(tx: &Tx, m: &MessageRecord) -> Result<(), Error> {
+    insert_message_at(tx, m, m.seq)
+}
+
+/// `insert_message`, at `seq` whatever `m.seq` says.
+pub(super) fn insert_message_at(tx: &Tx, m: &MessageRecord, seq: i64) -> Result<(), Error> {
     tx.prepare_cached(
         "INSERT INTO messages (id, thread_id, seq, role, content, name, tool_calls, \
          tool_call_id, reasoning, reasoning_details, reasoning_details_sha256, turn_id, \
@@ -260,7 +265,7 @@ pub(super) fn insert_message(tx: &Tx, m: &MessageRecord) -> Result<(), Error> {
     .execute(params![
         m.id,
         m.thread_id,
-        m.seq,
+        seq,
         m.role,
         m.content,
         m.name,

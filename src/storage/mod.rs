@@ -39,7 +39,7 @@ pub use contexts::Context;
 pub use keys::{ActiveKey, KeyRecord};
 pub use lists::{Order, Page, PageQuery};
 pub use messages::sha256_hex;
-pub use turns::{BeginTurn, Begun, Finished, TurnOutcome};
+pub use turns::{BeginTurn, Begun, Closing, Finished, NotFinished, TurnOutcome};
 use writer::Durability;
 
 /// How long a statement waits on another process's write lock before failing busy.

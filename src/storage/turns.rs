@@ -12,7 +12,7 @@ use sqlx::Arguments;
 use super::audit::{self, LastRequest};
 use super::contexts::Context;
 use super::lists::{finish, paginate, Page, PageQuery};
-use super::messages::{insert_message, insert_messages};
+use super::messages::{insert_message_at, insert_messages};
 use super::rows::{self, Named, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{thread_for_turn, Lease, ThreadState};
 use super::{owner, row_in_thread, thread_of_tenant, Durability, Error, Storage, Tx};
@@ -69,7 +69,24 @@ pub enum Finished {
     Gone,
 }
 
+/// What a turn's closing transaction stores: how the turn ended, its upstream exchange and
+/// how long it took.
+pub struct Closing {
+    pub outcome: TurnOutcome,
+    pub audit: AuditRecord,
+    pub latency_ms: i64,
+}
+
+/// A closing transaction that did not commit.
+pub struct NotFinished {
+    pub error: Error,
+    /// What it was to store, for another try (`None` only if the write could not hand it
+    /// back, as when the writer had stopped).
+    pub closing: Option<Closing>,
+}
+
 /// How a turn ended, with everything its closing transaction writes.
+#[derive(Clone)]
 pub enum TurnOutcome {
     Completed {
         /// The assistant message; its `seq` is assigned here.
@@ -290,15 +307,20 @@ impl Storage {
 
     /// Ends a turn: stores its reply (when completed), its audit record, the thread's usage
     /// totals, and frees the lease, in one transaction. A turn no longer in progress (taken
-    /// over as interrupted) gets its audit record only: the paid exchange is not lost.
+    /// over as interrupted) gets its audit record only: the paid exchange is not lost. When
+    /// the transaction fails, what it was to store comes back with the error, for another
+    /// try.
     pub async fn finish_turn(
         &self,
         thread_id: &str,
         turn_id: &str,
-        outcome: TurnOutcome,
-        mut audit: AuditRecord,
-        latency_ms: i64,
-    ) -> Result<Finished, Error> {
+        closing: Closing,
+    ) -> Result<Finished, NotFinished> {
+        let Closing {
+            outcome,
+            mut audit,
+            latency_ms,
+        } = closing;
         let now = ids::now();
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
@@ -320,10 +342,17 @@ impl Storage {
                 TurnOutcome::Completed { message, .. } => message.stored_len(),
                 TurnOutcome::Failed { error } => error.len(),
             };
+        // The write borrows the outcome and the exchange through this `Arc`, which is
+        // theirs alone again once the write has run: moved on into the answer when it
+        // committed, handed back for another try when it failed. Nothing is copied.
+        let ending = Arc::new((outcome, audit));
         let stored_request = request.clone();
         let cache_key = thread_id.clone();
-        let finished = self
-            .write_short(Durability::Synced, bytes, move |tx| {
+        let turn_key = turn_id.clone();
+        let written = {
+            let ending = ending.clone();
+            self.write_short(Durability::Synced, bytes, move |tx| {
+                let (outcome, audit) = &*ending;
                 let turn_id = turn_id.as_str();
                 // The turn's state and what its opening write stored, its thread's message
                 // count and incarnation, in one read.
@@ -359,20 +388,20 @@ impl Storage {
                     (Some(request), _) => (None, None, Some(&request[..]), 0),
                     (None, _) => (None, None, None, 0),
                 };
+                let (usage, generation_id) = match outcome {
+                    TurnOutcome::Completed {
+                        usage,
+                        generation_id,
+                        ..
+                    } => (usage.as_deref(), generation_id.as_deref()),
+                    TurnOutcome::Failed { .. } => (None, None),
+                };
                 if status == "interrupted" {
                     // Taken over: the exchange is kept (with what it cost), the reply is not
                     // added (the thread has moved on). The request's base is another turn of
                     // this same thread (the last whose request this process stored), so the
                     // difference still reads back whole.
-                    let (usage, generation_id) = match &outcome {
-                        TurnOutcome::Completed {
-                            usage,
-                            generation_id,
-                            ..
-                        } => (usage.as_deref(), generation_id.as_deref()),
-                        TurnOutcome::Failed { .. } => (None, None),
-                    };
-                    let exchange = Exchange::new(rest, base, shared, &audit);
+                    let exchange = Exchange::new(rest, base, shared, audit);
                     tx.prepare_cached(concat!(
                         "UPDATE turns SET latency_ms = ?, usage = ?, generation_id = ?, ",
                         exchange_columns!(),
@@ -394,30 +423,17 @@ impl Storage {
                         "the turn's closing write found it already {status}"
                     )));
                 }
-                let (status, error, output, usage, generation_id, totals) = match outcome {
+                let (status, error, reply, totals) = match outcome {
                     TurnOutcome::Completed {
-                        mut message,
-                        usage,
-                        totals,
-                        generation_id,
+                        message, totals, ..
                     } => {
-                        message.seq = count + 1;
-                        insert_message(tx, &message)?;
-                        (
-                            "completed",
-                            None,
-                            Some(*message),
-                            usage,
-                            generation_id,
-                            totals,
-                        )
+                        insert_message_at(tx, message, count + 1)?;
+                        ("completed", None, Some((count + 1, &message.id)), *totals)
                     }
-                    TurnOutcome::Failed { error } => {
-                        ("failed", Some(error), None, None, None, None)
-                    }
+                    TurnOutcome::Failed { error } => ("failed", Some(error), None, None),
                 };
-                let exchange = Exchange::new(rest, base, shared, &audit);
-                let output_id = output.as_ref().map(|m| &m.id);
+                let exchange = Exchange::new(rest, base, shared, audit);
+                let output_id = reply.map(|(_, id)| id);
                 tx.prepare_cached(concat!(
                     "UPDATE turns SET status = ?, error = ?, output_message_id = ?, usage = ?, \
                      generation_id = ?, completed_at = ?, latency_ms = ?, ",
@@ -455,9 +471,9 @@ impl Storage {
                  WHERE id = ?",
                 )?
                 .execute(params![
-                    output.as_ref().map(|m| m.seq),
-                    output.as_ref().map(|m| &m.id),
-                    output.as_ref().map(|m| &m.id),
+                    reply.map(|(seq, _)| seq),
+                    output_id,
+                    output_id,
                     now,
                     i64::from(totals.is_some()),
                     t.prompt_tokens,
@@ -469,36 +485,78 @@ impl Storage {
                     turn_id,
                     thread_id,
                 ])?;
-                // The turn as now stored (what `TURN_SUMMARY_COLUMNS` would read back).
-                let turn = TurnRecord {
-                    id: turn_id.to_owned(),
-                    thread_id: opening.thread_id,
-                    status: status.to_owned(),
-                    input_message_ids: opening.input_message_ids,
-                    output_message_id: output.as_ref().map(|m| m.id.clone()),
-                    model: opening.model,
-                    created_at: opening.created_at,
-                    completed_at: Some(now),
-                    latency_ms: Some(latency_ms),
-                    usage,
-                    generation_id,
-                    error,
-                    idempotency_key: opening.idempotency_key,
-                    request_sha256: opening.request_sha256,
-                    // The bodies stay out of the summary, as in `TURN_SUMMARY_COLUMNS`.
-                    audit: AuditRecord {
-                        request: None,
-                        response: None,
-                        ..audit
-                    },
-                };
-                Ok(Closed::Stored(turn, output, incarnation, chain))
+                Ok(Closed::Stored {
+                    reply_seq: reply.map(|(seq, _)| seq),
+                    opening,
+                    completed_at: now,
+                    incarnation,
+                    chain,
+                })
             })
-            .await?;
-        let (turn, output, incarnation, chain) = match finished {
-            Closed::Stored(turn, output, incarnation, chain) => (turn, output, incarnation, chain),
+            .await
+        };
+        let closed = match written {
+            Ok(closed) => closed,
+            Err(error) => {
+                let closing = Arc::try_unwrap(ending).ok().map(|(outcome, mut audit)| {
+                    audit.request = request.map(|r| r.to_string());
+                    Closing {
+                        outcome,
+                        audit,
+                        latency_ms,
+                    }
+                });
+                return Err(NotFinished { error, closing });
+            }
+        };
+        let (reply_seq, opening, completed_at, incarnation, chain) = match closed {
+            Closed::Stored {
+                reply_seq,
+                opening,
+                completed_at,
+                incarnation,
+                chain,
+            } => (reply_seq, opening, completed_at, incarnation, chain),
             Closed::Interrupted => return Ok(Finished::Interrupted),
             Closed::Gone => return Ok(Finished::Gone),
+        };
+        // The write has run, so the `Arc` is this function's alone (cloned only should that
+        // ever not hold).
+        let (outcome, audit) = Arc::try_unwrap(ending).unwrap_or_else(|shared| (*shared).clone());
+        let (status, error, output, usage, generation_id) = match outcome {
+            TurnOutcome::Completed {
+                mut message,
+                usage,
+                generation_id,
+                ..
+            } => {
+                message.seq = reply_seq.unwrap_or_default();
+                ("completed", None, Some(*message), usage, generation_id)
+            }
+            TurnOutcome::Failed { error } => ("failed", Some(error), None, None, None),
+        };
+        // The turn as now stored (what `TURN_SUMMARY_COLUMNS` would read back).
+        let turn = TurnRecord {
+            id: turn_key,
+            thread_id: opening.thread_id,
+            status: status.to_owned(),
+            input_message_ids: opening.input_message_ids,
+            output_message_id: output.as_ref().map(|m| m.id.clone()),
+            model: opening.model,
+            created_at: opening.created_at,
+            completed_at: Some(completed_at),
+            latency_ms: Some(latency_ms),
+            usage,
+            generation_id,
+            error,
+            idempotency_key: opening.idempotency_key,
+            request_sha256: opening.request_sha256,
+            // The bodies stay out of the summary, as in `TURN_SUMMARY_COLUMNS`.
+            audit: AuditRecord {
+                request: None,
+                response: None,
+                ..audit
+            },
         };
         if let Some(reply) = &output {
             // The next turn finds the reply in its cached context.
@@ -704,9 +762,16 @@ impl<'a> Exchange<'a> {
 
 /// What the closing transaction did, with what the cache needs after it: the thread's
 /// incarnation and the stored request's chain length.
-#[allow(clippy::large_enum_variant)] // as `Finished`
+#[allow(clippy::large_enum_variant)] // one, moved once, per turn
 enum Closed {
-    Stored(TurnRecord, Option<MessageRecord>, String, u32),
+    Stored {
+        /// The reply's `seq`, when the turn completed.
+        reply_seq: Option<i64>,
+        opening: OpeningRow,
+        completed_at: String,
+        incarnation: String,
+        chain: u32,
+    },
     Interrupted,
     Gone,
 }

@@ -481,9 +481,10 @@ impl Session {
     fn commit_batch(&mut self, batch: &mut Vec<Job>) -> Vec<Answer> {
         let sync = batch.iter().any(|job| job.sync);
         let mut begun = self.begin(sync);
-        if begun.is_err() {
+        if begun.is_err() && !self.db.is_autocommit() {
             // A transaction left open by a failed ROLLBACK would refuse every later batch:
-            // close it and try once more.
+            // close it and try once more. (Not after a busy timeout: that would wait it out
+            // twice.)
             let _ = self.db.execute_batch("ROLLBACK");
             begun = self.db.execute_batch("BEGIN IMMEDIATE");
         }

@@ -258,3 +258,48 @@ async fn unusable_stored_settings_refuse_the_turn_and_store_nothing() {
     .expect(200);
     app.turn_ok(&id, &json!({"input": "hello"})).await;
 }
+
+/// Another process holds the database's write lock past the busy timeout (10 s) just as a
+/// turn's reply arrives: the closing write is tried again once the lock is free, and the
+/// paid reply is stored and answered, not dropped for a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_whose_write_meets_a_locked_database_is_stored_once_the_lock_is_free() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.fake
+        .push(Reply::generated().with_delay(Duration::from_millis(500)));
+    let api = app.api.clone();
+    let thread = id.clone();
+    let turn = tokio::spawn(async move { api.turn(&thread, &json!({"input": "hold on"})).await });
+    wait_for_requests(&app.fake, 1).await;
+    // The lock is taken while the model works and held past one busy timeout of the
+    // closing write.
+    let db = app.db_path();
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::sleep(Duration::from_secs(12));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    let answer = turn.await.unwrap();
+    locker.join().unwrap();
+    let turn = answer.expect(200);
+    assert_eq!(turn["status"], "completed");
+    assert!(
+        app.logs()
+            .contains("could not store the end of the turn; trying again"),
+        "{}",
+        app.logs()
+    );
+    let stored = app
+        .turn_detail(&id, turn["id"].as_str().unwrap())
+        .await
+        .expect(200);
+    assert_eq!(stored["status"], "completed");
+    assert_eq!(stored["upstream"]["attempts"], 1, "{stored}");
+    let messages = app.messages(&id).await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["id"], turn["output_message_id"]);
+    // The thread is free again.
+    app.turn_ok(&id, &json!({"input": "next"})).await;
+}
