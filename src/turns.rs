@@ -351,9 +351,12 @@ async fn call_and_store(
             Ok(messages) => messages,
             Err(e) => {
                 let error = ApiError::from(e);
-                let latency_ms = started.elapsed().as_millis() as i64;
-                let audit = AuditRecord::default();
-                end_as_failed(state, &thread.id, turn_id, &error, audit, latency_ms).await;
+                let failed = Closing {
+                    outcome: TurnOutcome::failed(error_json(&error.body())),
+                    audit: AuditRecord::default(),
+                    latency_ms: started.elapsed().as_millis() as i64,
+                };
+                let error = end_as_failed(state, &thread.id, turn_id, error, failed).await;
                 return Err(stages.failed(error));
             }
         },
@@ -374,9 +377,8 @@ async fn call_and_store(
         ),
         Err(mut failure) => {
             failure.turn_id = Some(turn_id.to_owned());
-            let error = serde_json::to_string(&failure.body())
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            (TurnOutcome::Failed { error }, Some(failure))
+            let error = error_json(&failure.body());
+            (TurnOutcome::failed(error), Some(failure))
         }
     };
     let attempts = exchange.audit.attempts;
@@ -465,34 +467,64 @@ async fn store_closing(
             }
             back => {
                 let error = ApiError::from(error);
-                let audit = back.map(|b| b.audit).unwrap_or_default();
-                end_as_failed(state, thread_id, turn_id, &error, audit, latency_ms).await;
-                return Err(error);
+                // What the model reported it cost stays on the failed turn.
+                let (audit, usage, generation_id) = match back {
+                    Some(Closing {
+                        outcome:
+                            TurnOutcome::Completed {
+                                usage,
+                                generation_id,
+                                ..
+                            },
+                        audit,
+                        ..
+                    }) => (audit, usage, generation_id),
+                    Some(Closing { audit, .. }) => (audit, None, None),
+                    None => (AuditRecord::default(), None, None),
+                };
+                let failed = Closing {
+                    outcome: TurnOutcome::Failed {
+                        error: error_json(&error.body()),
+                        usage,
+                        generation_id,
+                    },
+                    audit,
+                    latency_ms,
+                };
+                return Err(end_as_failed(state, thread_id, turn_id, error, failed).await);
             }
         }
     }
 }
 
-/// Ends a turn whose own outcome could not be stored as failed with `error`, keeping its
-/// upstream exchange (`audit`) if there was one.
+/// Ends a turn whose own outcome could not be stored with `failed` (which keeps its upstream
+/// exchange, if there was one); returns the error to answer. A turn taken over meanwhile
+/// (its lease lapsed while the database was out of reach) answers as taken over.
 async fn end_as_failed(
     state: &AppState,
     thread_id: &str,
     turn_id: &str,
-    error: &ApiError,
-    audit: AuditRecord,
-    latency_ms: i64,
-) {
-    let closing = Closing {
-        outcome: TurnOutcome::Failed {
-            error: serde_json::to_string(&error.body()).unwrap_or_default(),
+    error: ApiError,
+    failed: Closing,
+) -> ApiError {
+    match state.storage.finish_turn(thread_id, turn_id, failed).await {
+        Ok(Finished::Interrupted) => ApiError::TurnInterrupted {
+            turn_id: turn_id.to_owned(),
         },
-        audit,
-        latency_ms,
-    };
-    if let Err(e) = state.storage.finish_turn(thread_id, turn_id, closing).await {
-        warn!(error = %e.error, "could not mark the turn failed; its lease will expire");
+        Ok(_) => error,
+        Err(e) => {
+            warn!(error = %e.error, "could not mark the turn failed; its lease will expire");
+            error
+        }
     }
+}
+
+/// A stored turn's `error` column: the error object as JSON.
+fn error_json(body: &crate::error::ErrorBody) -> String {
+    serde_json::to_string(body).unwrap_or_else(|_| {
+        r#"{"type":"server_error","code":"internal_error","message":"the error could not be recorded"}"#
+            .to_owned()
+    })
 }
 
 fn completed(turn_id: &str, thread_id: &str, requested_model: &str, c: Completion) -> TurnOutcome {

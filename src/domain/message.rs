@@ -72,7 +72,6 @@ impl NewMessage {
         .sum()
     }
 
-    /// A user message with plain text, as a turn's string `input` makes it.
     /// A user message whose content is `literal`, a JSON string exactly as the client wrote
     /// it (escapes included): content is stored and returned as given.
     pub fn user_string(literal: &str) -> NewMessage {

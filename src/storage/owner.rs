@@ -1,18 +1,23 @@
 //! Which process holds a lease, and whether it is still alive.
 //!
-//! A lease names its owner as `<pid>:<start time>:<pid namespace>` (the start time, from
+//! A lease names its owner as `<pid namespace>/<pid>:<start time>` (the start time, from
 //! `/proc/<pid>/stat`, tells a live process from a later one that reused the pid). SQLite is
 //! a local file, so every process sharing it runs on this machine and can be checked here,
 //! unless it runs in another PID namespace (another container sharing the database on a
 //! volume): there its pid means nothing, so such an owner is assumed alive and only the
-//! lease's expiry frees it, as where `/proc` is not available. Owners written before the
-//! namespace was recorded (`<pid>:<start time>`) are taken to be in this namespace.
+//! lease's expiry frees it, as where `/proc` is not available. An owner without a namespace
+//! (`<pid>:<start time>`: written by an earlier version, or where the namespace cannot be
+//! read) is taken to be in this one. The namespace comes first so that an earlier version,
+//! which reads `<pid>:<start time>`, finds no pid in it and also takes the owner for alive.
 
 /// This process's identity.
 pub fn current() -> String {
     let pid = std::process::id();
     let start = start_time(pid).unwrap_or_else(|| "?".to_owned());
-    format!("{pid}:{start}:{}", namespace().unwrap_or("?"))
+    match namespace() {
+        Some(namespace) => format!("{namespace}/{pid}:{start}"),
+        None => format!("{pid}:{start}"),
+    }
 }
 
 /// This process's PID namespace (the inode `/proc/self/ns/pid` names), read once.
@@ -39,15 +44,14 @@ pub fn is_alive(owner: &str) -> bool {
     if owner == ME.get_or_init(current) {
         return true;
     }
-    let mut parts = owner.splitn(3, ':');
-    let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
+    let owner = match owner.split_once('/') {
+        Some((owner_namespace, _)) if namespace() != Some(owner_namespace) => return true,
+        Some((_, owner)) => owner,
+        None => owner,
+    };
+    let Some((pid, start)) = owner.split_once(':') else {
         return true;
     };
-    if let Some(owner_namespace) = parts.next() {
-        if namespace() != Some(owner_namespace) {
-            return true;
-        }
-    }
     let Ok(pid) = pid.parse::<u32>() else {
         return true;
     };
@@ -83,17 +87,17 @@ mod tests {
         assert!(is_alive(&me));
         let pid = std::process::id();
         if std::path::Path::new("/proc/self/stat").exists() {
-            let Some(ns) = namespace() else {
-                panic!("no pid namespace for this process")
-            };
-            assert!(!is_alive(&format!("{pid}:1:{ns}")));
-            assert!(!is_alive(&format!("4194304999:1:{ns}")));
-            // Written before the namespace was recorded: this namespace.
+            // Without a namespace (an earlier version's, or none readable): this namespace.
             assert!(!is_alive(&format!("{pid}:1")));
             assert!(!is_alive("4194304999:1"));
+            if let Some(ns) = namespace() {
+                assert!(me.starts_with(&format!("{ns}/{pid}:")), "{me}");
+                assert!(!is_alive(&format!("{ns}/{pid}:1")));
+                assert!(!is_alive(&format!("{ns}/4194304999:1")));
+            }
             // Another namespace's pids cannot be checked from here: only expiry frees them.
-            assert!(is_alive("4194304999:1:1"));
-            assert!(is_alive(&format!("{pid}:1:?")));
+            assert!(is_alive("1/4194304999:1"));
+            assert!(is_alive(&format!("?/{pid}:1")));
         }
         assert!(is_alive("garbage"));
     }

@@ -98,7 +98,21 @@ pub enum TurnOutcome {
     Failed {
         /// JSON error object.
         error: String,
+        /// What the model reported, when it answered but the answer could not be stored.
+        usage: Option<String>,
+        generation_id: Option<String>,
     },
+}
+
+impl TurnOutcome {
+    /// Failed with `error` (a JSON error object), nothing else to record.
+    pub fn failed(error: String) -> TurnOutcome {
+        TurnOutcome::Failed {
+            error,
+            usage: None,
+            generation_id: None,
+        }
+    }
 }
 
 const INTERRUPTED_ERROR: &str = r#"{"type":"server_error","code":"interrupted","message":"the process running this turn stopped, or stalled past its lease, before the turn ended"}"#;
@@ -340,7 +354,7 @@ impl Storage {
             + audit.response.as_ref().map_or(0, String::len)
             + match &outcome {
                 TurnOutcome::Completed { message, .. } => message.stored_len(),
-                TurnOutcome::Failed { error } => error.len(),
+                TurnOutcome::Failed { error, .. } => error.len(),
             };
         // The write borrows the outcome and the exchange through this `Arc`, which is
         // theirs alone again once the write has run: moved on into the answer when it
@@ -393,8 +407,12 @@ impl Storage {
                         usage,
                         generation_id,
                         ..
+                    }
+                    | TurnOutcome::Failed {
+                        usage,
+                        generation_id,
+                        ..
                     } => (usage.as_deref(), generation_id.as_deref()),
-                    TurnOutcome::Failed { .. } => (None, None),
                 };
                 if status == "interrupted" {
                     // Taken over: the exchange is kept (with what it cost), the reply is not
@@ -430,7 +448,7 @@ impl Storage {
                         insert_message_at(tx, message, count + 1)?;
                         ("completed", None, Some((count + 1, &message.id)), *totals)
                     }
-                    TurnOutcome::Failed { error } => ("failed", Some(error), None, None),
+                    TurnOutcome::Failed { error, .. } => ("failed", Some(error), None, None),
                 };
                 let exchange = Exchange::new(rest, base, shared, audit);
                 let output_id = reply.map(|(_, id)| id);
@@ -533,7 +551,11 @@ impl Storage {
                 message.seq = reply_seq.unwrap_or_default();
                 ("completed", None, Some(*message), usage, generation_id)
             }
-            TurnOutcome::Failed { error } => ("failed", Some(error), None, None, None),
+            TurnOutcome::Failed {
+                error,
+                usage,
+                generation_id,
+            } => ("failed", Some(error), None, usage, generation_id),
         };
         // The turn as now stored (what `TURN_SUMMARY_COLUMNS` would read back).
         let turn = TurnRecord {

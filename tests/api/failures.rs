@@ -303,3 +303,51 @@ async fn a_reply_whose_write_meets_a_locked_database_is_stored_once_the_lock_is_
     // The thread is free again.
     app.turn_ok(&id, &json!({"input": "next"})).await;
 }
+
+/// A reply the database refuses to store (here a trigger stands in for whatever makes the
+/// write fail) does not vanish: the turn ends `failed`, keeping what the model reported it
+/// cost and the whole upstream exchange, reply included, in its audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_stored_leaves_a_failed_turn_with_its_exchange() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    app.turn_ok(&id, &json!({"input": "first"})).await;
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_replies BEFORE INSERT ON messages WHEN NEW.role = 'assistant' \
+         BEGIN SELECT RAISE(ABORT, 'no room for replies'); END;",
+    )
+    .unwrap();
+
+    let resp = app.turn(&id, &json!({"input": "second"})).await;
+    resp.expect_error(500, "internal_error");
+    let turns = app.turns(&id).await;
+    assert_eq!(turns.len(), 2);
+    let detail = app.turn_detail(&id, turns[1]["id"].as_str().unwrap()).await;
+    let failed = detail.expect(200);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "internal_error", "{failed}");
+    assert!(failed.get("output_message_id").is_none());
+    assert!(
+        failed["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{failed}"
+    );
+    assert!(failed["generation_id"].is_string(), "{failed}");
+    assert_eq!(failed["upstream"]["attempts"], 1, "{failed}");
+    let response = raw_at(&detail.text, &["upstream", "response"]).unwrap();
+    assert!(response.contains("\"choices\""), "{response}");
+    // The input stays; the thread's usage totals count completed turns only.
+    let messages = app.messages(&id).await;
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[2]["content"], "second");
+    let thread = app.thread(&id).await;
+    assert_eq!(
+        thread["usage"]["prompt_tokens"],
+        turns[0]["usage"]["prompt_tokens"]
+    );
+
+    db.execute_batch("DROP TRIGGER refuse_replies").unwrap();
+    let next = app.turn_ok(&id, &json!({})).await;
+    assert_eq!(next["status"], "completed");
+}
