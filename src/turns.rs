@@ -296,7 +296,8 @@ async fn drive(
     in_progress.decrement(1.0);
     let status = match &result {
         Ok(_) => "completed",
-        Err(ApiError::TurnInterrupted { .. }) => "interrupted",
+        // Taken over; `NotFound` here means its thread was deleted after the takeover.
+        Err(ApiError::TurnInterrupted { .. } | ApiError::NotFound(_)) => "interrupted",
         Err(_) => "failed",
     };
     metrics::counter!(m::TURNS, "status" => status).increment(1);

@@ -395,6 +395,13 @@ async fn a_turn_whose_thread_was_deleted_while_the_model_worked_answers_404() {
         .get(&format!("/v1/threads/{id}"))
         .await
         .expect_error(404, "not_found");
+    // Counted as what happened to it: taken over, not failed.
+    let m = series(&app.api.get("/metrics").await.text);
+    assert_eq!(
+        m.get(r#"threadkeeper_turns_total{status="interrupted"}"#),
+        Some(&1.0)
+    );
+    assert_eq!(m.get(r#"threadkeeper_turns_total{status="failed"}"#), None);
 }
 
 #[tokio::test]
