@@ -49,7 +49,11 @@ fn decide(shared: &Shared, path: &str, body: &[u8], authorization: Option<String
         Err(_) => Plan::json(400, error_body(400, "Request body is not valid UTF-8")),
     };
     inner.requests.push(RecordedRequest {
-        body: String::from_utf8_lossy(body).into_owned(),
+        // Checked once above; only a body that is not UTF-8 is read lossily.
+        body: match text {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(body).into_owned(),
+        },
         authorization,
         path: path.to_owned(),
         reply_status: plan.recorded_status(),
