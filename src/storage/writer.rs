@@ -40,8 +40,12 @@ use super::checkpointer::{self, WalFrames, WalHook};
 use super::{Error, BUSY_TIMEOUT};
 use crate::telemetry::metrics as m;
 
-/// The most writes one transaction carries.
-const MAX_BATCH: usize = 256;
+/// The most writes one transaction carries. Small enough that answers flow back while the
+/// next batch is written: with 256, at 64 concurrent turns a batch could gather nearly every
+/// turn's write, leave the async workers with nothing to do while it ran, then wake them all
+/// at once while the writer sat idle (BENCHMARKS.md: 32 gave about 9 % more turns/s at c=64
+/// than 256, in nine runs of each; 8 and 64 did no better than 256).
+const MAX_BATCH: usize = 32;
 
 /// The most a write may store (roughly, in bytes) to run on the caller's thread: a few WAL
 /// pages, tens of microseconds.
