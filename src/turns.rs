@@ -351,13 +351,9 @@ async fn call_and_store(
         None => match state.storage.context_messages(&thread.id).await {
             Ok(messages) => messages,
             Err(e) => {
-                let error = ApiError::from(e);
-                let failed = Closing {
-                    outcome: TurnOutcome::failed(error_json(&error.body())),
-                    audit: AuditRecord::default(),
-                    latency_ms: started.elapsed().as_millis() as i64,
-                };
-                let error = end_as_failed(state, &thread.id, turn_id, error, failed).await;
+                let latency_ms = started.elapsed().as_millis() as i64;
+                let error =
+                    end_as_failed(state, &thread.id, turn_id, e.into(), None, latency_ms).await;
                 return Err(stages.failed(error));
             }
         },
@@ -468,46 +464,49 @@ async fn store_closing(
             }
             back => {
                 let error = ApiError::from(error);
-                // What the model reported it cost stays on the failed turn.
-                let (audit, usage, generation_id) = match back {
-                    Some(Closing {
-                        outcome:
-                            TurnOutcome::Completed {
-                                usage,
-                                generation_id,
-                                ..
-                            },
-                        audit,
-                        ..
-                    }) => (audit, usage, generation_id),
-                    Some(Closing { audit, .. }) => (audit, None, None),
-                    None => (AuditRecord::default(), None, None),
-                };
-                let failed = Closing {
-                    outcome: TurnOutcome::Failed {
-                        error: error_json(&error.body()),
-                        usage,
-                        generation_id,
-                    },
-                    audit,
-                    latency_ms,
-                };
-                return Err(end_as_failed(state, thread_id, turn_id, error, failed).await);
+                return Err(
+                    end_as_failed(state, thread_id, turn_id, error, back, latency_ms).await,
+                );
             }
         }
     }
 }
 
-/// Ends a turn whose own outcome could not be stored with `failed` (which keeps its upstream
-/// exchange, if there was one); returns the error to answer. A turn taken over meanwhile
-/// (its lease lapsed while the database was out of reach) answers as taken over.
+/// Ends as failed with `error` a turn whose own outcome (`unstored`, if it got that far)
+/// could not be stored, keeping its upstream exchange and what the model reported it cost;
+/// returns the error to answer. A turn taken over meanwhile (its lease lapsed while the
+/// database was out of reach) answers as taken over.
 async fn end_as_failed(
     state: &AppState,
     thread_id: &str,
     turn_id: &str,
     error: ApiError,
-    failed: Closing,
+    unstored: Option<Closing>,
+    latency_ms: i64,
 ) -> ApiError {
+    let (audit, usage, generation_id) = match unstored {
+        Some(Closing {
+            outcome:
+                TurnOutcome::Completed {
+                    usage,
+                    generation_id,
+                    ..
+                },
+            audit,
+            ..
+        }) => (audit, usage, generation_id),
+        Some(Closing { audit, .. }) => (audit, None, None),
+        None => (AuditRecord::default(), None, None),
+    };
+    let failed = Closing {
+        outcome: TurnOutcome::Failed {
+            error: error_json(&error.body()),
+            usage,
+            generation_id,
+        },
+        audit,
+        latency_ms,
+    };
     match state.storage.finish_turn(thread_id, turn_id, failed).await {
         Ok(Finished::Interrupted) => ApiError::TurnInterrupted {
             turn_id: turn_id.to_owned(),

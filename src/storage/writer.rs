@@ -783,35 +783,26 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // A write of `value` taking `pause`, which notes when it was answered.
         let answered = Arc::new(Mutex::new(Vec::new()));
-        let durable = {
+        let timed = |label: &'static str, durability, pause: u64, value: i64| {
             let (storage, answered) = (storage.clone(), answered.clone());
             tokio::spawn(async move {
-                let slow = |tx: &Tx| {
-                    std::thread::sleep(Duration::from_millis(500));
-                    Ok(tx.execute("INSERT INTO t VALUES (1)", [])?)
+                let write = move |tx: &Tx| {
+                    std::thread::sleep(Duration::from_millis(pause));
+                    Ok(tx.execute("INSERT INTO t VALUES (?)", [value])?)
                 };
-                let done = storage.write_short(Durability::Synced, 0, slow).await;
+                let done = storage.write_short(durability, 0, write).await;
                 answered
                     .lock()
                     .unwrap()
-                    .push(("durable", std::time::Instant::now()));
+                    .push((label, std::time::Instant::now()));
                 done
             })
         };
+        let durable = timed("durable", Durability::Synced, 500, 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let deferred = {
-            let (storage, answered) = (storage.clone(), answered.clone());
-            tokio::spawn(async move {
-                let insert = |tx: &Tx| Ok(tx.execute("INSERT INTO t VALUES (2)", [])?);
-                let done = storage.write_short(Durability::Deferred, 0, insert).await;
-                answered
-                    .lock()
-                    .unwrap()
-                    .push(("deferred", std::time::Instant::now()));
-                done
-            })
-        };
+        let deferred = timed("deferred", Durability::Deferred, 0, 2);
         for task in [busy, durable, deferred] {
             assert_eq!(task.await.unwrap().unwrap(), 1);
         }
