@@ -104,22 +104,29 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    // When the stop was asked for: the grace period counts from then, however long the
+    // connections take to drain.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
     let signal = async move {
         shutdown.await;
-        let _ = stopping_tx.send(true);
+        let _ = stopping_tx.send(Some(tokio::time::Instant::now()));
     };
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .into_future();
+    let mut asked = stopping.clone();
     let grace_over = async {
-        let _ = stopping.wait_for(|stop| *stop).await;
-        tokio::time::sleep(grace).await;
+        match asked.wait_for(Option::is_some).await.map(|at| *at) {
+            Ok(Some(at)) => tokio::time::sleep_until(at + grace).await,
+            // No stop was asked for: the server's own end decides.
+            _ => std::future::pending().await,
+        }
     };
     let deadline = tokio::select! {
         result = server => {
             result?;
-            tokio::time::Instant::now() + grace
+            let asked_at = *stopping.borrow();
+            asked_at.unwrap_or_else(tokio::time::Instant::now) + grace
         }
         () = grace_over => tokio::time::Instant::now(),
     };

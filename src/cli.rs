@@ -1,4 +1,4 @@
-//! The command line: `serve` and `migrate`. Commands log to stderr and keep stdout for
+//! The command line: `serve`, `migrate`, `keys`, `export` and `import`. Commands log to stderr and keep stdout for
 //! their output.
 
 use std::process::ExitCode;

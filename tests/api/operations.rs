@@ -335,6 +335,55 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
     assert_eq!(m.get(r#"threadkeeper_turns_total{status="failed"}"#), None);
 }
 
+// A turn whose model call fails after another turn took it over is answered what happened to
+// it (409 `turn_interrupted`), not the upstream's error: it is interrupted, not failed, and the
+// failed exchange stays in its audit record.
+#[tokio::test]
+async fn an_upstream_error_on_a_turn_taken_over_meanwhile_answers_409_and_keeps_the_exchange() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let refusal = r#"{"error":{"message":"Provider returned error","code":400}}"#;
+    app.fake
+        .push(Reply::raw(400, refusal).with_delay(std::time::Duration::from_millis(1_500)));
+    let (stalled, _) = turn_with_lapsed_lease(&app, &id).await;
+    let taker = app
+        .api
+        .turn_with(
+            &id,
+            &json!({"input": "taking over"}).to_string(),
+            &[("Idempotency-Key", "takeover")],
+        )
+        .await;
+    taker.expect(200);
+    let resp = stalled.await.unwrap();
+    let error = resp.expect_error(409, "turn_interrupted");
+    let turn_id = error["turn_id"].as_str().unwrap();
+    let turn = app.api.turn_detail(&id, turn_id).await.expect(200);
+    assert_eq!(turn["status"], "interrupted", "{turn}");
+    assert_eq!(turn["upstream"]["status"], 400, "{turn}");
+    assert_eq!(turn["upstream"]["attempts"], 1, "{turn}");
+    assert_eq!(
+        turn["upstream"]["response"],
+        json!(serde_json::from_str::<Value>(refusal).unwrap()),
+        "{turn}"
+    );
+    let m = series(&app.api.get("/metrics").await.text);
+    assert_eq!(m.get(r#"threadkeeper_turns_total{status="failed"}"#), None);
+    assert_eq!(
+        m.get(r#"threadkeeper_turns_total{status="interrupted"}"#),
+        Some(&1.0)
+    );
+    // The thread holds the inputs and the taker's reply only.
+    let roles: Vec<Value> = app
+        .api
+        .messages(&id)
+        .await
+        .iter()
+        .map(|m| m["role"].clone())
+        .collect();
+    assert_eq!(roles, [json!("user"), json!("user"), json!("assistant")]);
+}
+
 // Messages appended once a running turn's lease lapsed end that turn: its reply never lands
 // after messages its context did not contain.
 #[tokio::test]

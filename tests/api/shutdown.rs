@@ -163,6 +163,45 @@ async fn sigterm_with_a_short_grace_exits_after_it_and_the_turn_reads_interrupte
     app.turn_ok(&other, &json!({"input": "hi"})).await;
 }
 
+// The grace period counts from the signal, not from when the last connection closed: a turn
+// whose client left is cut off `--shutdown-grace` after SIGTERM even though another request
+// kept the server draining for most of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_counts_from_the_signal_not_from_the_last_connection() {
+    let mut app = spawn_app_with(Opts::default().args(&["--shutdown-grace", "2s"])).await;
+    let abandoned = app.new_thread_id(&json!({})).await;
+    let draining = app.new_thread_id(&json!({})).await;
+    app.fake.push(Reply::hang());
+    // The abandoned turn's client leaves; the turn runs on, waiting for the model.
+    let left = tokio::spawn({
+        let api = app.api.clone();
+        async move {
+            api.turn(&abandoned, &json!({"input": "never answered"}))
+                .await
+        }
+    });
+    wait_for_requests(&app.fake, 1).await;
+    left.abort();
+    // The other turn's client stays until its answer, 1.8 s after the signal.
+    app.fake
+        .push(Reply::generated().with_delay(Duration::from_millis(1_800)));
+    let slow = tokio::spawn({
+        let api = app.api.clone();
+        async move { api.turn(&draining, &json!({"input": "slow"})).await }
+    });
+    wait_for_requests(&app.fake, 2).await;
+    let signalled = Instant::now();
+    let status = app.service.terminate().await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit {status:?}");
+    slow.await.unwrap().expect(200);
+    // 2 s after the signal; counted from the drained connection it would be 3.8 s.
+    assert!(
+        took >= Duration::from_millis(1_900) && took < Duration::from_millis(3_300),
+        "exited {took:?} after SIGTERM with a 2 s grace"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_an_idle_service_exits_zero_at_once() {
     let mut app = spawn_app().await;
