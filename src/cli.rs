@@ -116,7 +116,13 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // Said whatever the log filter lets through: a command that fails silently
+            // (`RUST_LOG=off`, or a filter naming only other crates) leaves its user guessing.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("threadkeeper: {e}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -155,24 +161,50 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 async fn keys(database: DatabaseArgs, command: KeysCommand) -> Result<(), String> {
-    let storage = Storage::connect(&database.database_url, database.durable())
-        .await
-        .map_err(|e| format!("cannot open the database {}: {e}", database.database_url))?;
-    let result = match command {
+    let storage = match &command {
         KeysCommand::Create { name, tenant } => {
             if name.trim().is_empty() || tenant.trim().is_empty() {
                 return Err("--name and --tenant must not be empty".into());
             }
+            // The first key may well be made before the service first runs.
+            open(&database).await?
+        }
+        KeysCommand::List | KeysCommand::Revoke { .. } => open_existing(&database).await?,
+    };
+    let result = run_keys(&storage, command).await;
+    storage.close().await;
+    result
+}
+
+async fn run_keys(storage: &Storage, command: KeysCommand) -> Result<(), String> {
+    use std::io::Write;
+    match command {
+        KeysCommand::Create { name, tenant } => {
             let key = crate::auth::generate_key();
             let record = storage
                 .create_key(&name, &tenant, &crate::auth::hash_key(&key))
                 .await
                 .map_err(|e| format!("cannot create the key: {e}"))?;
-            // The key itself goes to stdout, alone on its line, and is never shown again.
-            println!("{key}");
+            // The key itself goes to stdout, alone on its line, and is never shown again. A
+            // key that could not be shown is no one's: it is deleted.
+            let shown = {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{key}").and_then(|()| out.flush())
+            };
+            if let Err(e) = shown {
+                let forgotten = storage.forget_key(&record.id).await;
+                return Err(match forgotten {
+                    Ok(()) => format!("cannot write the key to stdout ({e}); it was not kept"),
+                    Err(f) => format!(
+                        "cannot write the key to stdout ({e}), nor delete it ({f}): \
+                         revoke key {} with `threadkeeper keys revoke`",
+                        record.id
+                    ),
+                });
+            }
             eprintln!(
-                "created key {} ({}) for tenant {}; store it now, it cannot be shown again",
-                record.id, record.name, record.tenant
+                "created key {} ({}) for tenant {tenant}; store it now, it cannot be shown again",
+                record.id, record.name
             );
             Ok(())
         }
@@ -181,13 +213,14 @@ async fn keys(database: DatabaseArgs, command: KeysCommand) -> Result<(), String
                 .list_keys()
                 .await
                 .map_err(|e| format!("cannot list keys: {e}"))?;
-            println!(
-                "{:<36}  {:<20}  {:<16}  {:<24}  {:<24}  status",
+            let mut out = std::io::stdout().lock();
+            let mut table = format!(
+                "{:<36}  {:<20}  {:<16}  {:<24}  {:<24}  status\n",
                 "id", "name", "tenant", "created", "last used"
             );
             for k in keys {
-                println!(
-                    "{:<36}  {:<20}  {:<16}  {:<24}  {:<24}  {}",
+                table.push_str(&format!(
+                    "{:<36}  {:<20}  {:<16}  {:<24}  {:<24}  {}\n",
                     k.id,
                     k.name,
                     k.tenant,
@@ -198,9 +231,11 @@ async fn keys(database: DatabaseArgs, command: KeysCommand) -> Result<(), String
                     } else {
                         "active"
                     }
-                );
+                ));
             }
-            Ok(())
+            out.write_all(table.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write the list: {e}"))
         }
         KeysCommand::Revoke { id } => {
             let id = crate::domain::ids::parse_id(&id, "id").map_err(|e| e.to_string())?;
@@ -215,9 +250,7 @@ async fn keys(database: DatabaseArgs, command: KeysCommand) -> Result<(), String
                 Err(format!("no key with id {id}"))
             }
         }
-    };
-    storage.close().await;
-    result
+    }
 }
 
 async fn open(database: &DatabaseArgs) -> Result<Storage, String> {
@@ -226,9 +259,25 @@ async fn open(database: &DatabaseArgs) -> Result<Storage, String> {
         .map_err(|e| format!("cannot open the database {}: {e}", database.database_url))
 }
 
+/// `open`, for the commands that read or change a database: a path that names no file is
+/// refused rather than made into a new, empty database.
+async fn open_existing(database: &DatabaseArgs) -> Result<Storage, String> {
+    match Storage::file_exists(&database.database_url) {
+        Ok(true) => open(database).await,
+        Ok(false) => Err(format!(
+            "no database at {} (check --database-url)",
+            database.database_url
+        )),
+        Err(e) => Err(format!(
+            "cannot open the database {}: {e}",
+            database.database_url
+        )),
+    }
+}
+
 async fn export(database: DatabaseArgs, thread: &str) -> Result<(), String> {
     let thread = crate::domain::ids::parse_id(thread, "thread").map_err(|e| e.to_string())?;
-    let storage = open(&database).await?;
+    let storage = open_existing(&database).await?;
     let bundle = storage.export_thread(None, &thread).await;
     storage.close().await;
     let bundle = bundle
@@ -246,6 +295,9 @@ async fn import(
     file: &std::path::Path,
     tenant: &str,
 ) -> Result<(), String> {
+    if tenant.trim().is_empty() {
+        return Err("--tenant must not be empty".into());
+    }
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
     } else {

@@ -139,6 +139,21 @@ pub struct UpstreamTimeouts {
     pub total: Duration,
 }
 
+/// The longest duration a setting takes. Deadlines are instants a duration ahead, and far
+/// enough ahead (about 2^63 s) an instant overflows: a panic in every turn, or at SIGTERM.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A humantime duration (`30s`, `10m`), at most `MAX_DURATION`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text} is longer than the longest allowed, 366 days"
+        ));
+    }
+    Ok(duration)
+}
+
 impl UpstreamTimeouts {
     pub fn from_total(total: Duration) -> Self {
         Self {
@@ -155,12 +170,12 @@ impl Config {
     pub fn from_args(args: &ServeArgs) -> Result<Self, String> {
         let default_reasoning = parse_json_object(&args.default_reasoning)
             .map_err(|e| format!("--default-reasoning: {e}"))?;
-        let total = humantime::parse_duration(&args.upstream_timeout)
+        let total = parse_duration(&args.upstream_timeout)
             .map_err(|e| format!("--upstream-timeout: {e} (use e.g. 600s or 10m)"))?;
         if total.is_zero() {
             return Err("--upstream-timeout must be greater than zero".into());
         }
-        let shutdown_grace = humantime::parse_duration(&args.shutdown_grace)
+        let shutdown_grace = parse_duration(&args.shutdown_grace)
             .map_err(|e| format!("--shutdown-grace: {e} (use e.g. 30s)"))?;
         let max_body = parse_size(&args.max_body).map_err(|e| format!("--max-body: {e}"))?;
         let context_cache = match args.context_cache.trim() {
@@ -261,6 +276,15 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("8 parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_are_capped_so_no_deadline_overflows() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("366days"), Ok(MAX_DURATION));
+        assert!(parse_duration("367days").is_err());
+        assert!(parse_duration("10000000000000000000s").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

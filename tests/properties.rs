@@ -777,8 +777,9 @@ fn message(thread_id: String) -> impl Strategy<Value = MessageRecord> {
     (
         (
             uuid(),
-            any::<i64>(),
-            any::<String>(),
+            // Numbered in `thread_export`, where the message's place is known.
+            Just(0i64),
+            role(),
             opt_json(),
             opt_text(),
             opt_json(),
@@ -787,8 +788,8 @@ fn message(thread_id: String) -> impl Strategy<Value = MessageRecord> {
         (
             opt_json(),
             opt_json(),
-            opt_text(),
-            opt_text(),
+            Just(None::<String>),
+            prop::option::of(uuid()),
             any::<String>(),
             opt_text(),
         ),
@@ -811,8 +812,12 @@ fn message(thread_id: String) -> impl Strategy<Value = MessageRecord> {
             tool_calls: a.5,
             tool_call_id: a.6,
             reasoning: b.0,
+            reasoning_details_sha256: b
+                .1
+                .as_deref()
+                .map(|details| threadkeeper::storage::sha256_hex(details.as_bytes()))
+                .or(b.2),
             reasoning_details: b.1,
-            reasoning_details_sha256: b.2,
             turn_id: b.3,
             created_at: b.4,
             model: b.5,
@@ -837,9 +842,11 @@ fn turn(thread_id: String) -> impl Strategy<Value = TurnRecord> {
     (
         (
             uuid(),
-            any::<String>(),
-            json_text(Flavor { exotic: true }),
-            opt_text(),
+            prop::sample::select(vec!["in_progress", "completed", "failed", "interrupted"])
+                .prop_map(str::to_owned),
+            prop::collection::vec(uuid(), 0..3)
+                .prop_map(|ids| serde_json::to_string(&ids).unwrap()),
+            prop::option::of(uuid()),
             any::<String>(),
             any::<String>(),
             opt_text(),
@@ -913,7 +920,7 @@ fn thread_export() -> impl Strategy<Value = ThreadExport> {
                 opt_replay(),
                 opt_params(),
             ),
-            (any::<i64>(), opt_text(), usage),
+            usage,
         );
         (
             Just(id.clone()),
@@ -921,25 +928,38 @@ fn thread_export() -> impl Strategy<Value = ThreadExport> {
             prop::collection::vec(message(id.clone()), 0..4),
             prop::collection::vec(turn(id), 0..3),
         )
-            .prop_map(|(id, (a, b, c), messages, turns)| ThreadExport {
-                thread: ThreadRecord {
-                    id,
-                    created_at: a.0,
-                    updated_at: a.1,
-                    metadata: a.2,
-                    model: b.0,
-                    system: b.1,
-                    reasoning: b.2,
-                    reasoning_replay: b.3,
-                    params: b.4,
-                    message_count: c.0,
-                    last_message_id: c.1,
-                    usage: c.2,
-                },
-                messages,
-                turns,
+            .prop_map(|(id, (a, b, usage), mut messages, turns)| {
+                // What import checks: messages numbered from 1, the thread's count and last id.
+                for (n, m) in messages.iter_mut().enumerate() {
+                    m.seq = n as i64 + 1;
+                }
+                let message_count = messages.len() as i64;
+                let last_message_id = messages.last().map(|m| m.id.clone());
+                ThreadExport {
+                    thread: ThreadRecord {
+                        id,
+                        created_at: a.0,
+                        updated_at: a.1,
+                        metadata: a.2,
+                        model: b.0,
+                        system: b.1,
+                        reasoning: b.2,
+                        reasoning_replay: b.3,
+                        params: b.4,
+                        message_count,
+                        last_message_id,
+                        usage,
+                    },
+                    messages,
+                    turns,
+                }
             })
     })
+}
+
+/// A message role the service has.
+fn role() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["system", "user", "assistant", "tool"]).prop_map(str::to_owned)
 }
 
 proptest! {

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 
 use super::json::ObjectWriter;
+use super::message::Role;
 use super::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
 use super::thread::{parse_params, Metadata, ReasoningReplay};
 
@@ -211,6 +212,7 @@ pub fn read(text: &str) -> Result<ThreadExport, String> {
         return Err("line 1 must be the thread".into());
     }
     check_id(&t.id, 1)?;
+    check_optional_id(t.last_message_id.as_deref(), 1)?;
     for (raw, name) in [
         (&t.reasoning_raw, "reasoning_raw"),
         (&t.params_raw, "params_raw"),
@@ -257,8 +259,34 @@ pub fn read(text: &str) -> Result<ThreadExport, String> {
                 let m: MessageLine =
                     serde_json::from_str(line).map_err(|e| format!("line {n}: {e}"))?;
                 check_id(&m.id, n)?;
+                check_optional_id(m.turn_id.as_deref(), n)?;
                 if m.thread_id != thread.id || m.object != "message" {
                     return Err(format!("line {n}: the message belongs to another thread"));
+                }
+                // New messages are numbered after the last: the numbers must run 1, 2, 3...
+                let expected = messages.len() as i64 + 1;
+                if m.seq != expected {
+                    return Err(format!(
+                        "line {n}: message seq {} where {expected} was expected (messages \
+                         are numbered from 1, in order, without gaps)",
+                        m.seq
+                    ));
+                }
+                if Role::parse(&m.role).is_none() {
+                    return Err(format!(
+                        "line {n}: `{}` is not a role (system, user, assistant or tool)",
+                        m.role
+                    ));
+                }
+                let digest = m
+                    .reasoning_details_raw
+                    .as_deref()
+                    .map(|details| crate::storage::sha256_hex(details.as_bytes()));
+                if m.reasoning_details_sha256 != digest {
+                    return Err(format!(
+                        "line {n}: reasoning_details_sha256 is not the SHA-256 of \
+                         reasoning_details_raw"
+                    ));
                 }
                 for (raw, name) in [
                     (&m.content_raw, "content_raw"),
@@ -296,10 +324,24 @@ pub fn read(text: &str) -> Result<ThreadExport, String> {
                 let t: TurnLine =
                     serde_json::from_str(line).map_err(|e| format!("line {n}: {e}"))?;
                 check_id(&t.id, n)?;
+                check_optional_id(t.output_message_id.as_deref(), n)?;
                 if t.thread_id != thread.id || t.object != "turn" {
                     return Err(format!("line {n}: the turn belongs to another thread"));
                 }
-                check_json(Some(&t.input_message_ids_raw), "input_message_ids_raw", n)?;
+                if !TURN_STATUSES.contains(&t.status.as_str()) {
+                    return Err(format!(
+                        "line {n}: `{}` is not a turn status ({})",
+                        t.status,
+                        TURN_STATUSES.join(", ")
+                    ));
+                }
+                let inputs: Vec<String> =
+                    serde_json::from_str(&t.input_message_ids_raw).map_err(|e| {
+                        format!("line {n}: `input_message_ids_raw` is not a list of ids: {e}")
+                    })?;
+                for id in &inputs {
+                    check_id(id, n)?;
+                }
                 check_json(t.usage_raw.as_deref(), "usage_raw", n)?;
                 check_json(t.error_raw.as_deref(), "error_raw", n)?;
                 check_json(t.upstream.request_raw.as_deref(), "upstream.request_raw", n)?;
@@ -339,6 +381,17 @@ pub fn read(text: &str) -> Result<ThreadExport, String> {
             other => return Err(format!("line {n}: unknown object `{other}`")),
         }
     }
+    // What the next message's number and the thread's view are computed from.
+    if thread.message_count != messages.len() as i64 {
+        return Err(format!(
+            "line 1 (the thread): message_count is {} but the file holds {} messages",
+            thread.message_count,
+            messages.len()
+        ));
+    }
+    if thread.last_message_id.as_deref() != messages.last().map(|m| m.id.as_str()) {
+        return Err("line 1 (the thread): last_message_id is not the last message's id".into());
+    }
     Ok(ThreadExport {
         thread,
         messages,
@@ -346,15 +399,28 @@ pub fn read(text: &str) -> Result<ThreadExport, String> {
     })
 }
 
+/// What a stored turn's status can be.
+const TURN_STATUSES: [&str; 4] = ["in_progress", "completed", "failed", "interrupted"];
+
 #[derive(Deserialize)]
 struct ObjectTag {
     object: String,
 }
 
+/// An id as the service writes them: a UUID, lowercase, with hyphens. Other spellings of a
+/// UUID are refused, not stored as typed: stored ids are compared as text, so such a thread
+/// could never be found again.
 fn check_id(id: &str, line: usize) -> Result<(), String> {
-    uuid::Uuid::try_parse(id)
-        .map(|_| ())
-        .map_err(|_| format!("line {line}: `{id}` is not a valid id"))
+    match uuid::Uuid::try_parse(id) {
+        Ok(uuid) if uuid.hyphenated().to_string() == id => Ok(()),
+        _ => Err(format!(
+            "line {line}: `{id}` is not a valid id (a UUID, lowercase, with hyphens)"
+        )),
+    }
+}
+
+fn check_optional_id(id: Option<&str>, line: usize) -> Result<(), String> {
+    id.map_or(Ok(()), |id| check_id(id, line))
 }
 
 fn check_json(raw: Option<&str>, field: &str, line: usize) -> Result<(), String> {
@@ -388,6 +454,8 @@ mod tests {
         }
     }
 
+    const DETAILS: &str = "[ {\"a\":\n1.50e3, \"b\":\"\\ud83d\\ude00\"} ]";
+
     #[test]
     fn raw_values_with_line_breaks_round_trip_byte_for_byte() {
         let export = ThreadExport {
@@ -395,6 +463,7 @@ mod tests {
                 system: Some("line\nbreak".into()),
                 reasoning: Some("{\n \"enabled\" : true}".into()),
                 message_count: 1,
+                last_message_id: Some("01a22629-bbf7-7381-8d57-81d2567d2e16".into()),
                 usage: Some(UsageTotals {
                     prompt_tokens: 1,
                     completion_tokens: 2,
@@ -409,7 +478,8 @@ mod tests {
                 seq: 1,
                 role: "assistant".into(),
                 content: Some("null".into()),
-                reasoning_details: Some("[ {\"a\":\n1.50e3, \"b\":\"\\ud83d\\ude00\"} ]".into()),
+                reasoning_details: Some(DETAILS.into()),
+                reasoning_details_sha256: Some(crate::storage::sha256_hex(DETAILS.as_bytes())),
                 ..Default::default()
             }],
             turns: vec![],
@@ -450,5 +520,69 @@ mod tests {
         assert!(read("").is_err());
         assert!(read("{\"object\":\"message\"}").is_err());
         assert!(read("not json").is_err());
+    }
+
+    /// What a later turn or lookup relies on is checked, each refusal naming its line.
+    #[test]
+    fn files_that_would_store_an_unusable_thread_are_refused() {
+        let thread_id = "01a22629-bbf7-7381-8d57-81d2567d2e15";
+        let message = |seq: i64, id: &str| {
+            format!(
+                r#"{{"object":"message","id":"{id}","thread_id":"{thread_id}","seq":{seq},"role":"user","content_raw":"\"hi\"","name":null,"tool_calls_raw":null,"tool_call_id":null,"reasoning_raw":null,"reasoning_details_raw":null,"reasoning_details_sha256":null,"turn_id":null,"created_at":"2026-01-01T00:00:00.000Z","model":null,"requested_model":null,"provider":null,"generation_id":null,"finish_reason":null,"native_finish_reason":null,"usage_raw":null}}"#
+            )
+        };
+        let good = ThreadExport {
+            thread: ThreadRecord {
+                message_count: 2,
+                last_message_id: Some("01a22629-bbf7-7381-8d57-81d2567d2e17".into()),
+                ..bare_thread()
+            },
+            messages: vec![],
+            turns: vec![],
+        };
+        let first = write(&good).lines().next().unwrap_or_default().to_owned();
+        let file = |lines: &[String]| format!("{first}\n{}\n", lines.join("\n"));
+        let one = message(1, "01a22629-bbf7-7381-8d57-81d2567d2e16");
+        let two = message(2, "01a22629-bbf7-7381-8d57-81d2567d2e17");
+        assert!(read(&file(&[one.clone(), two.clone()])).is_ok());
+        let refused = |text: String, why: &str| match read(&text) {
+            Ok(_) => panic!("accepted; expected: {why}"),
+            Err(e) => assert!(e.contains(why), "{e}"),
+        };
+        refused(file(&[two.clone(), one.clone()]), "seq 2 where 1");
+        refused(file(std::slice::from_ref(&one)), "message_count is 2");
+        refused(
+            file(&[
+                one.clone(),
+                message(3, "01a22629-bbf7-7381-8d57-81d2567d2e17"),
+            ]),
+            "seq 3 where 2",
+        );
+        refused(
+            file(&[one.clone(), two.replace("\"user\"", "\"developer\"")]),
+            "not a role",
+        );
+        refused(
+            file(&[
+                one.clone(),
+                two.replace(
+                    "01a22629-bbf7-7381-8d57-81d2567d2e17",
+                    "01A22629-BBF7-7381-8D57-81D2567D2E17",
+                ),
+            ]),
+            "is not a valid id",
+        );
+        refused(
+            file(&[
+                one.clone(),
+                two.replace(
+                    r#""reasoning_details_raw":null"#,
+                    r#""reasoning_details_raw":"[]""#,
+                ),
+            ]),
+            "reasoning_details_sha256",
+        );
+        let other_last = first.replace("d2e17", "d2e16");
+        refused(format!("{other_last}\n{one}\n{two}\n"), "last_message_id");
     }
 }

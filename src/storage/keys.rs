@@ -105,6 +105,18 @@ impl Storage {
         .await
     }
 
+    /// Deletes a key that was never handed to anyone (its creation could not show it): unlike
+    /// a revoked one, it does not count as a key ever created.
+    pub async fn forget_key(&self, id: &str) -> Result<(), Error> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM service_keys WHERE id = ?")?
+                .execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Whether any key was ever created (revoked ones count: revoking every key does not
     /// reopen the service).
     pub async fn keys_exist(&self) -> Result<bool, Error> {

@@ -160,6 +160,12 @@ impl Storage {
         })
     }
 
+    /// Whether the database file `url` names exists. The commands that read or change a
+    /// database refuse a mistyped path rather than create an empty database there.
+    pub fn file_exists(url: &str) -> Result<bool, Error> {
+        Ok(SqliteConnectOptions::from_str(url)?.get_filename().exists())
+    }
+
     /// Keeps up to about `bytes` of thread contexts in memory between turns (0: none).
     pub fn with_context_cache(mut self, bytes: usize) -> Self {
         self.contexts = std::sync::Arc::new(contexts::ContextCache::new(bytes));

@@ -555,3 +555,85 @@ async fn export_import_export_is_byte_identical() {
         "{out:?}"
     );
 }
+
+// Commands that read or change a database refuse a path that names none (a typo would
+// otherwise create, migrate and answer from an empty database), and a failing command says
+// why even when the log filter lets nothing through.
+#[tokio::test]
+async fn commands_refuse_a_missing_database_and_always_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("sqlite://{}", dir.path().join("typo.db").display());
+    let thread = "01a22629-bbf7-7381-8d57-81d2567d2e15";
+    for args in [
+        vec!["export", "--thread", thread, "--database-url", &missing],
+        vec!["keys", "list", "--database-url", &missing],
+        vec!["keys", "revoke", thread, "--database-url", &missing],
+    ] {
+        for log in ["warn", "off"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
+                .args(&args)
+                .env("RUST_LOG", log)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("no database at"),
+                "{args:?} {log}: {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a file was created"
+    );
+
+    let db = db_url_in(dir.path());
+    let file = dir.path().join("thread.ndjson");
+    std::fs::write(&file, "{}\n").unwrap();
+    let out = run_cli(&[
+        "import",
+        file.to_str().unwrap(),
+        "--tenant",
+        " ",
+        "--database-url",
+        &db,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tenant must not be empty"),
+        "{out:?}"
+    );
+}
+
+// A key that `keys create` could not write to stdout is nobody's: it is not kept (a kept one
+// would also end open mode for good), and the command fails saying so.
+#[tokio::test]
+async fn a_key_that_could_not_be_shown_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url_in(dir.path());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_threadkeeper"))
+        .args(["keys", "create", "--name", "ci", "--database-url", &db])
+        .env("RUST_LOG", "warn")
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it was not kept"),
+        "{out:?}"
+    );
+    let list = run_cli(&["keys", "list", "--database-url", &db]);
+    assert!(list.status.success(), "{list:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).lines().count(),
+        1,
+        "only the header: {list:?}"
+    );
+}

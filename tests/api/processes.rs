@@ -287,6 +287,9 @@ fn an_in_memory_database_is_refused_with_a_message() {
 async fn bad_flags_stop_serve_with_a_message() {
     for (flag, value) in [
         ("--upstream-timeout", "soon"),
+        // Far enough ahead, a deadline would overflow (a panic in every turn, or at SIGTERM).
+        ("--upstream-timeout", "10000000000000000000s"),
+        ("--shutdown-grace", "10000000000000000000s"),
         ("--max-body", "lots"),
         ("--default-reasoning", "[1]"),
         ("--upstream-attempts", "0"),
