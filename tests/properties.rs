@@ -397,8 +397,40 @@ fn defaults() -> Defaults {
 fn content(flavor: Flavor) -> impl Strategy<Value = String> {
     prop_oneof![
         string_lit(flavor.exotic).boxed(),
-        json_array(flavor).boxed()
+        content_parts(flavor).boxed()
     ]
+}
+
+/// Content parts as the service takes them: a non-empty array of objects, each with a
+/// non-empty string `type` and any other members, spelled with arbitrary whitespace.
+fn content_parts(flavor: Flavor) -> impl Strategy<Value = String> {
+    let member = (
+        ws(),
+        string_lit(flavor.exotic),
+        ws(),
+        json_text(flavor),
+        ws(),
+    )
+        // Prefixed so that no other member is also named `type`.
+        .prop_map(|(a, key, b, value, c)| format!("{a}\"x{}{b}:{value}{c}", &key[1..]));
+    let part = (
+        ws(),
+        string_lit(false),
+        ws(),
+        prop::collection::vec(member, 0..3),
+    )
+        .prop_map(|(a, kind, b, members)| {
+            let mut all = vec![format!("{a}\"type\"{b}:\"t{}", &kind[1..])];
+            all.extend(members);
+            format!("{{{}}}", all.join(","))
+        });
+    (ws(), prop::collection::vec((ws(), part, ws()), 1..4)).prop_map(|(pad, parts)| {
+        let parts: Vec<String> = parts
+            .into_iter()
+            .map(|(a, part, b)| format!("{a}{part}{b}"))
+            .collect();
+        format!("[{pad}{}]", parts.join(","))
+    })
 }
 
 /// Tool-call arguments: a JSON string, holding JSON text or anything else.

@@ -183,7 +183,11 @@ fn parse_message(raw: &RawValue, param: &str) -> Result<NewMessage, ApiError> {
         None if role == Role::Assistant => None,
         None => return Err(invalid("content", "is required".into())),
         Some(c) => match raw::kind(c) {
-            Kind::String | Kind::Array => Some(c.get().to_owned()),
+            Kind::String => Some(c.get().to_owned()),
+            Kind::Array => {
+                validate_content_parts(c).map_err(|m| invalid("content", m))?;
+                Some(c.get().to_owned())
+            }
             Kind::Null if role == Role::Assistant => Some(c.get().to_owned()),
             Kind::Null => return Err(invalid("content", "must not be null".into())),
             _ => {
@@ -281,6 +285,83 @@ fn parse_message(raw: &RawValue, param: &str) -> Result<NewMessage, ApiError> {
 /// Tool calls follow the OpenAI shape: an array of objects, each with an `id` and a
 /// `function` holding a `name` and an `arguments` string. Only the shape is checked; the
 /// bytes are kept as sent.
+/// Content parts: a non-empty array of objects, each with a string `type` (`text`,
+/// `image_url`, ...). Only that shape is checked (the bytes are stored as given): a message
+/// no provider would take would fail every later turn of its thread, and messages cannot be
+/// changed or removed.
+fn validate_content_parts(raw: &RawValue) -> Result<(), String> {
+    let parts: Vec<ContentPart> = serde_json::from_str(raw.get()).map_err(|e| {
+        format!("must be a string or an array of content parts (objects with a `type`): {e}")
+    })?;
+    if parts.is_empty() {
+        return Err("must not be an empty array".into());
+    }
+    for part in &parts {
+        match &part.kind {
+            Some(kind) if !kind.is_empty() => {}
+            Some(_) => return Err("has a content part with an empty `type`".into()),
+            None => return Err("has a content part without a `type`".into()),
+        }
+    }
+    Ok(())
+}
+
+/// A content part, as far as it is checked: its `type`. Its other members are skipped
+/// without decoding their names, which (like any string stored as given) may hold lone
+/// surrogate escapes that a `str` cannot.
+struct ContentPart {
+    kind: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ContentPart {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Part;
+        impl<'de> serde::de::Visitor<'de> for Part {
+            type Value = ContentPart;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a content part object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut members: A,
+            ) -> Result<ContentPart, A::Error> {
+                let mut kind = None;
+                while let Some(IsType(is_type)) = members.next_key()? {
+                    if is_type {
+                        kind = Some(members.next_value::<String>()?);
+                    } else {
+                        members.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ContentPart { kind })
+            }
+        }
+        deserializer.deserialize_map(Part)
+    }
+}
+
+/// Whether a member's name is `type`, read as bytes (never refused for its escapes).
+struct IsType(bool);
+
+impl<'de> Deserialize<'de> for IsType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = IsType;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, name: &[u8]) -> Result<IsType, E> {
+                Ok(IsType(name == b"type"))
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<IsType, E> {
+                Ok(IsType(name == "type"))
+            }
+        }
+        deserializer.deserialize_bytes(Name)
+    }
+}
+
 fn validate_tool_calls(raw: &RawValue) -> Result<(), String> {
     #[derive(Deserialize)]
     struct Call {
@@ -313,6 +394,26 @@ mod tests {
 
     fn raw(text: &str) -> Box<RawValue> {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn content_parts_must_be_objects_with_a_type() {
+        let message = |content: &str| {
+            parse_input(&raw(&format!(r#"[{{"role":"user","content":{content}}}]"#)))
+        };
+        let kept = r#"[ {"type":"text","text":"hi","cache_control":{"type":"ephemeral"},"x\ud800":"\udc00"} ]"#;
+        let parsed = message(kept).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed[0].content.as_deref(), Some(kept), "stored as given");
+        for refused in [
+            "[]",
+            "[1]",
+            r#"["text"]"#,
+            r#"[{"text":"no type"}]"#,
+            r#"[{"type":""}]"#,
+            r#"[{"type":1}]"#,
+        ] {
+            assert!(message(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]

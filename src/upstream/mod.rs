@@ -301,8 +301,16 @@ impl UpstreamClient {
         let mut unreadable: Option<String> = None;
         let mut done = false;
         let ended = loop {
-            let next_read = deadline.min(Instant::now() + self.timeouts.idle);
+            let next_read = match done {
+                // The reply is whole: the end of the body is waited for briefly (the
+                // connection can then be used again), not for the silence limit.
+                true => deadline.min(Instant::now() + AFTER_DONE),
+                false => deadline.min(Instant::now() + self.timeouts.idle),
+            };
             match timeout_at(next_read, response.chunk()).await {
+                // After `[DONE]` a connection that goes silent or breaks instead of closing
+                // does not undo the reply.
+                Err(_) | Ok(Err(_)) if done => break Ok(()),
                 Err(_) => break Err(self.timeout_failure()),
                 Ok(Err(e)) => {
                     break Err(failure(
@@ -383,6 +391,9 @@ fn describe(e: &reqwest::Error) -> String {
     }
     text
 }
+
+/// How long the end of a stream's body is waited for once `[DONE]` has arrived.
+const AFTER_DONE: Duration = Duration::from_secs(1);
 
 fn record_response(audit: &mut AuditRecord, status: Option<u16>, body: &[u8]) {
     audit.status = status.map(i64::from);

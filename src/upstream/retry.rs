@@ -7,7 +7,8 @@ use tokio::time::Instant;
 
 const BASE_DELAY: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// A `Retry-After` longer than this is cut short: the client is waiting.
+/// The longest `Retry-After` waited out: the client is waiting. A longer one is honoured by
+/// not retrying: the answer (a 429 or 503 with its `Retry-After`) goes back to the client.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Statuses received before any reply byte that another attempt may cure.
@@ -28,11 +29,12 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// Exponential backoff with jitter, or the server's `Retry-After` (capped); false when the
-/// wait would pass the turn's deadline.
+/// Exponential backoff with jitter, or the server's `Retry-After`; false (no retry) when the
+/// wait would pass the turn's deadline or `MAX_RETRY_AFTER`.
 pub async fn pause(attempt: u32, retry_after: Option<Duration>, deadline: Instant) -> bool {
     let wait = match retry_after {
-        Some(after) => after.min(MAX_RETRY_AFTER),
+        Some(after) if after > MAX_RETRY_AFTER => return false,
+        Some(after) => after,
         None => {
             let exp = BASE_DELAY.saturating_mul(1 << attempt.saturating_sub(1).min(10));
             let capped = exp.min(MAX_BACKOFF);
@@ -59,6 +61,24 @@ mod tests {
         let parsed = parse_retry_after(&httpdate::fmt_http_date(later));
         assert!(parsed.is_some_and(|d| d > Duration::from_secs(100)));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_longer_than_the_cap_is_not_waited_out_but_honoured() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let started = Instant::now();
+        assert!(!pause(1, Some(Duration::from_secs(31)), far).await);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(pause(1, Some(Duration::ZERO), far).await);
+        // Nor past the turn's deadline.
+        assert!(
+            !pause(
+                1,
+                Some(Duration::from_secs(5)),
+                Instant::now() + Duration::from_secs(2)
+            )
+            .await
+        );
     }
 
     #[test]

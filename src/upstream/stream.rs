@@ -34,6 +34,9 @@ struct Chunk<'a> {
 
 #[derive(Deserialize)]
 struct ChunkChoice<'a> {
+    /// Which choice (with `n` > 1 in the params, several are streamed interleaved).
+    #[serde(default)]
+    index: u64,
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
     #[serde(default)]
@@ -129,7 +132,11 @@ impl StreamAccumulator {
             self.error
                 .get_or_insert_with(|| super::wire::describe_error(error.get()));
         }
+        // The reply is the first choice, as in a non-streamed answer; others are not merged in.
         for choice in chunk.choices.unwrap_or_default() {
+            if choice.index != 0 {
+                continue;
+            }
             // A usage-only chunk has `finish_reason: null`: it must not erase the real one.
             if let Some(reason) = choice.finish_reason {
                 if reason == "error" {
@@ -255,6 +262,21 @@ mod tests {
         );
         assert_eq!(c.totals.map(|t| t.completion_tokens), Some(2));
         assert_eq!(c.generation_id.as_deref(), Some("gen-1"));
+    }
+
+    #[test]
+    fn with_several_choices_the_reply_is_the_first_as_when_not_streamed() {
+        let mut acc = StreamAccumulator::new();
+        for data in [
+            r#"{"choices":[{"index":0,"delta":{"content":"one"}},{"index":1,"delta":{"content":"uno"}}]}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":" dos"},"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":" two"},"finish_reason":"stop"}]}"#,
+        ] {
+            acc.push(data).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let c = acc.finish();
+        assert_eq!(c.content.as_deref(), Some(r#""one two""#));
+        assert_eq!(c.finish_reason.as_deref(), Some("stop"));
     }
 
     #[test]

@@ -269,6 +269,33 @@ async fn stall_in_the_middle_of_a_stream_fails_the_streamed_turn_with_upstream_t
     assert_thread_goes_on(&app, &id).await;
 }
 
+// A stream whose `[DONE]` arrived is whole: if the connection then stays open and silent
+// instead of closing, the turn completes (after a short wait), not failed by the silence limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stalls_after_done_completes_the_turn() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let sse = format!(
+        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+        chunk(r#"{"role":"assistant","content":"all"}"#, None),
+        chunk(r#"{"content":" here"}"#, Some("stop"))
+    );
+    app.fake.push(Reply::stall_after(sse.len(), sse.clone()));
+    let started = std::time::Instant::now();
+    let streamed = app.stream_turn(&id, &json!({"input": "go"})).await;
+    streamed.assert_well_formed();
+    let turn = streamed.completed();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let turn_id = turn["id"].as_str().unwrap();
+    assert_eq!(audit_transcript(&app, &id, turn_id).await, sse);
+    let messages = app.messages(&id).await;
+    assert_eq!(messages[1]["content"], "all here");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_that_is_not_json_is_an_upstream_error() {
     let app = spawn_app().await;
