@@ -151,26 +151,44 @@ pub(super) fn content() -> Object {
         .build()
 }
 
-pub(super) fn request_content() -> Object {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Array(vec![Type::String, Type::Array]))
+pub(super) fn request_content() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(content_parts())
         .description(Some(
-            "A string or an array of content parts (OpenAI/OpenRouter shapes), stored as sent.",
+            "A string or a non-empty array of content parts (OpenAI/OpenRouter shapes: objects \
+             with a non-empty string `type`), stored as sent.",
         ))
-        .build()
+        .into()
 }
 
-pub(super) fn assistant_content() -> Object {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Array(vec![
-            Type::String,
-            Type::Array,
-            Type::Null,
-        ]))
+pub(super) fn assistant_content() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(content_parts())
+        .item(ObjectBuilder::new().schema_type(Type::Null))
         .description(Some(
-            "A string, an array of content parts, or null; stored and replayed as sent.",
+            "A string, a non-empty array of content parts, or null; stored and replayed as sent.",
         ))
-        .build()
+        .into()
+}
+
+/// Content parts as a request may carry them: only the `type` is checked.
+fn content_parts() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1)),
+                )
+                .required("type")
+                .additional_properties(Some(AdditionalProperties::FreeForm(true))),
+        )
+        .min_items(Some(1))
 }
 
 pub(super) fn reasoning_details() -> Object {
