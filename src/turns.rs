@@ -709,7 +709,9 @@ mod tests {
 
     // The in-memory busy answer follows the lease: once the database no longer gives this
     // turn the thread (here its lease is cleared behind its back), the next renewal finds it
-    // lost and the thread takes another turn, though the first is still running.
+    // lost and the thread takes another turn, though the first is still running. The first,
+    // when its model answers, ends as taken over: its reply is not stored after the other
+    // turn's messages.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lost_lease_stops_the_in_memory_busy_answer() {
         let Leased {
@@ -753,6 +755,21 @@ mod tests {
         // the lease it last renewed (for 3 s) would still be running for at least 0.5 s.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         assert_eq!(post("after the lease was lost").await, 200);
-        assert_eq!(first.await.unwrap(), 200);
+        assert_eq!(first.await.unwrap(), 409);
+        let messages: serde_json::Value = http
+            .get(turns.replace("/turns", "/messages"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let roles: Vec<&str> = messages["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "user", "assistant"], "{messages}");
     }
 }

@@ -162,6 +162,13 @@ impl Storage {
                     a.finished_at,
                 ])?;
             }
+            // A turn exported while it ran is not running here: no process holds the
+            // restored thread, so it is restored as interrupted (and its reply, should its
+            // process still store one elsewhere, never lands here).
+            let now = crate::domain::ids::now();
+            for turn in export.turns.iter().filter(|t| t.status == "in_progress") {
+                super::turns::interrupt(tx, &turn.id, &now)?;
+            }
             Ok(true)
         })
         .await

@@ -369,29 +369,37 @@ impl Storage {
                 let (outcome, audit) = &*ending;
                 let turn_id = turn_id.as_str();
                 // The turn's state and what its opening write stored, its thread's message
-                // count and incarnation, in one read.
-                let row: Option<(String, i64, String, OpeningRow)> = tx
+                // count, incarnation and lease, in one read.
+                let row: Option<(String, i64, String, Option<String>, OpeningRow)> = tx
                     .prepare_cached(
-                        "SELECT t.status, h.message_count, h.incarnation, t.thread_id, \
-                         t.input_message_ids, t.model, t.created_at, t.idempotency_key, \
-                         t.request_sha256 FROM turns t \
+                        "SELECT t.status, h.message_count, h.incarnation, h.lease_turn_id, \
+                         t.thread_id, t.input_message_ids, t.model, t.created_at, \
+                         t.idempotency_key, t.request_sha256 FROM turns t \
                          JOIN threads h ON h.id = t.thread_id WHERE t.id = ?",
                     )?
                     .query_row([turn_id], |r| {
                         let opening = OpeningRow {
-                            thread_id: r.get(3)?,
-                            input_message_ids: r.get(4)?,
-                            model: r.get(5)?,
-                            created_at: r.get(6)?,
-                            idempotency_key: r.get(7)?,
-                            request_sha256: r.get(8)?,
+                            thread_id: r.get(4)?,
+                            input_message_ids: r.get(5)?,
+                            model: r.get(6)?,
+                            created_at: r.get(7)?,
+                            idempotency_key: r.get(8)?,
+                            request_sha256: r.get(9)?,
                         };
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, opening))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, opening))
                     })
                     .optional()?;
-                let Some((status, count, incarnation, opening)) = row else {
+                let Some((mut status, count, incarnation, lease, opening)) = row else {
                     return Ok(Closed::Gone);
                 };
+                // A running turn whose thread no longer names it in its lease has lost the
+                // thread (the lease was cleared or went to another turn without this one
+                // being marked): its reply would land after messages its context never had.
+                // It ends as taken over, like one that was marked.
+                if status == "in_progress" && lease.as_deref() != Some(turn_id) {
+                    interrupt(tx, turn_id, &now)?;
+                    status = "interrupted".to_owned();
+                }
                 let (base, shared, rest, chain) = match (&stored_request, split) {
                     (Some(request), Some((Some((base, shared)), rest_len, chain)))
                         if expected_incarnation.as_deref() == Some(incarnation.as_str()) =>

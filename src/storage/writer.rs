@@ -539,10 +539,29 @@ impl Session {
                 .collect();
             return (answers, None);
         }
-        let done: Vec<Answer> = batch
-            .drain(..)
-            .map(|job| (job.reply, in_savepoint(&self.db, job.run)))
-            .collect();
+        let mut done: Vec<Answer> = Vec::with_capacity(batch.len());
+        let mut jobs = batch.drain(..);
+        while let Some(job) = jobs.next() {
+            let output = in_savepoint(&self.db, job.run);
+            if self.db.is_autocommit() {
+                // SQLite rolled the whole transaction back itself (a full disk, an I/O
+                // error): the writes before this one went with it, and the ones after must
+                // not run in transactions of their own. All are answered with its error.
+                let error = match &output {
+                    Err(e) => copy_of(e),
+                    Ok(_) => Error::Internal("a write ended its batch's transaction".into()),
+                };
+                let answers = done
+                    .into_iter()
+                    .map(|(reply, _)| reply)
+                    .chain(std::iter::once(job.reply))
+                    .chain(jobs.map(|job| job.reply))
+                    .map(|reply| (reply, Err(copy_of(&error))))
+                    .collect();
+                return (answers, None);
+            }
+            done.push((job.reply, output));
+        }
         let answers = match self.db.execute_batch("COMMIT") {
             Ok(()) => done,
             Err(e) => {
@@ -568,6 +587,15 @@ fn for_each_write(e: &rusqlite::Error) -> Error {
     }
 }
 
+/// The same error again, for another write of a batch it failed.
+fn copy_of(e: &Error) -> Error {
+    match e {
+        Error::Write(e) => for_each_write(e),
+        Error::Closed => Error::Closed,
+        other => Error::Internal(format!("the write was rolled back: {other}")),
+    }
+}
+
 /// Runs a write, turning a panic (a bug) into that write's error: its writes are rolled
 /// back like any failed write's, and the connection, the writer thread and the other
 /// writes of its batch go on.
@@ -587,6 +615,11 @@ fn unwound<T>(write: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
 fn in_savepoint(db: &rusqlite::Connection, run: Operation) -> Output {
     db.prepare_cached("SAVEPOINT op")?.execute([])?;
     let output = unwound(|| run(db));
+    if db.is_autocommit() {
+        // SQLite ended the whole transaction (a full disk, an I/O error): there is no
+        // savepoint left, and the write's own error says why (the batch answers it).
+        return output;
+    }
     if output.is_err() {
         db.prepare_cached("ROLLBACK TO op")?.execute([])?;
     }
@@ -815,6 +848,64 @@ mod tests {
         let waited = answered[1].1 - answered[0].1;
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
         assert_eq!(count(&path), 3);
+        storage.close().await;
+    }
+
+    // A write during which SQLite rolls the whole transaction back (a full disk or an I/O
+    // error does; here the write ends it itself) takes its batch with it: the writes before
+    // it are undone, the ones after do not run in transactions of their own, and every one
+    // is answered with its error. Nothing of the batch is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_loses_its_batchs_transaction_fails_the_whole_batch() {
+        let (_dir, storage, path) = scratch().await;
+        let busy = {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                storage
+                    .write(|tx: &Tx| {
+                        std::thread::sleep(Duration::from_millis(400));
+                        Ok(tx.execute("INSERT INTO t VALUES (0)", [])?)
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let queued = |value: Option<i64>| {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                storage
+                    .write(move |tx: &Tx| match value {
+                        Some(value) => Ok(tx.execute("INSERT INTO t VALUES (?)", [value])?),
+                        None => {
+                            tx.execute_batch("ROLLBACK")?;
+                            Err(Error::Internal("the disk is full".into()))
+                        }
+                    })
+                    .await
+            })
+        };
+        let before = queued(Some(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let losing = queued(None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let after = queued(Some(2));
+        assert_eq!(busy.await.unwrap().unwrap(), 1);
+        for (name, task) in [("before", before), ("losing", losing), ("after", after)] {
+            let answer = task.await.unwrap();
+            assert!(
+                answer
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("the disk is full")),
+                "{name}: {answer:?}"
+            );
+        }
+        assert_eq!(count(&path), 1, "only the write of the batch before");
+        // The writer goes on.
+        storage
+            .write(|tx: &Tx| Ok(tx.execute("INSERT INTO t VALUES (3)", [])?))
+            .await
+            .unwrap();
+        assert_eq!(count(&path), 2);
         storage.close().await;
     }
 

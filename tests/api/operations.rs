@@ -637,3 +637,40 @@ async fn a_key_that_could_not_be_shown_is_not_kept() {
         "only the header: {list:?}"
     );
 }
+
+// A turn exported while it ran is restored as interrupted: nothing runs it where it is
+// restored, and a reply its process may still store elsewhere never lands here.
+#[tokio::test]
+async fn a_turn_exported_while_running_is_imported_interrupted() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let turn_id = id_of(&app.turn_ok(&id, &json!({"input": "hi"})).await);
+    let export = app.api.get(&format!("/v1/threads/{id}/export")).await;
+    let text = export
+        .text
+        .replacen(r#""status":"completed""#, r#""status":"in_progress""#, 1);
+    assert_ne!(text, export.text, "no turn status in {}", export.text);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("thread.ndjson");
+    std::fs::write(&file, &text).unwrap();
+    let out = run_cli(&[
+        "import",
+        file.to_str().unwrap(),
+        "--database-url",
+        &db_url_in(dir.path()),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let db = rusqlite::Connection::open(dir.path().join("test.db")).unwrap();
+    let (status, code, completed): (String, String, Option<String>) = db
+        .query_row(
+            "SELECT status, json_extract(error, '$.code'), completed_at FROM turns WHERE id = ?",
+            [&turn_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), code.as_str()),
+        ("interrupted", "interrupted")
+    );
+    assert!(completed.is_some());
+}
