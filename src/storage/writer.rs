@@ -645,6 +645,23 @@ mod tests {
         (dir, storage, path)
     }
 
+    /// A write of one row that keeps the writer busy for `millis`, so that writes sent
+    /// meanwhile queue behind it and run as one batch.
+    fn occupy_writer(
+        storage: &Storage,
+        millis: u64,
+    ) -> tokio::task::JoinHandle<Result<usize, Error>> {
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            storage
+                .write(move |tx: &Tx| {
+                    std::thread::sleep(Duration::from_millis(millis));
+                    Ok(tx.execute("INSERT INTO t VALUES (0)", [])?)
+                })
+                .await
+        })
+    }
+
     fn count(path: &std::path::Path) -> i64 {
         let reader = rusqlite::Connection::open(path).unwrap();
         reader
@@ -804,17 +821,7 @@ mod tests {
     async fn a_deferred_write_batched_with_durable_ones_is_answered_before_them() {
         let (_dir, storage, path) = scratch().await;
         // A long write keeps the writer busy while the next two queue behind it.
-        let busy = {
-            let storage = storage.clone();
-            tokio::spawn(async move {
-                storage
-                    .write(|tx: &Tx| {
-                        std::thread::sleep(Duration::from_millis(500));
-                        Ok(tx.execute("INSERT INTO t VALUES (0)", [])?)
-                    })
-                    .await
-            })
-        };
+        let busy = occupy_writer(&storage, 500);
         tokio::time::sleep(Duration::from_millis(100)).await;
         // A write of `value` taking `pause`, which notes when it was answered.
         let answered = Arc::new(Mutex::new(Vec::new()));
@@ -858,17 +865,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_that_loses_its_batchs_transaction_fails_the_whole_batch() {
         let (_dir, storage, path) = scratch().await;
-        let busy = {
-            let storage = storage.clone();
-            tokio::spawn(async move {
-                storage
-                    .write(|tx: &Tx| {
-                        std::thread::sleep(Duration::from_millis(400));
-                        Ok(tx.execute("INSERT INTO t VALUES (0)", [])?)
-                    })
-                    .await
-            })
-        };
+        let busy = occupy_writer(&storage, 400);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let queued = |value: Option<i64>| {
             let storage = storage.clone();
