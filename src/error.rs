@@ -75,6 +75,12 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal(String),
+    /// `error`, met by a turn after it was stored: answered with the turn's id.
+    #[error("{error}")]
+    OfTurn {
+        turn_id: String,
+        error: Box<ApiError>,
+    },
 }
 
 /// A failed upstream call, already classified; becomes the turn's stored error.
@@ -152,12 +158,19 @@ impl ApiError {
             Self::Turn(failure) => failure.status(),
             Self::UpstreamNotConfigured | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::OfTurn { error, .. } => error.status(),
         }
     }
 
     pub fn body(&self) -> ErrorBody {
-        if let Self::Turn(failure) = self {
-            return failure.body();
+        match self {
+            Self::Turn(failure) => return failure.body(),
+            Self::OfTurn { turn_id, error } => {
+                let mut body = error.body();
+                body.turn_id.get_or_insert_with(|| turn_id.clone());
+                return body;
+            }
+            _ => {}
         }
         let (kind, code) = match self {
             Self::InvalidJson(_) => ("invalid_request_error", "invalid_json"),
@@ -173,7 +186,9 @@ impl ApiError {
             Self::IdempotencyKeyReused => ("invalid_request_error", "idempotency_key_reused"),
             Self::UpstreamNotConfigured => ("server_error", "upstream_not_configured"),
             Self::Unavailable => ("server_error", "unavailable"),
-            Self::Internal(_) | Self::Turn(_) => ("server_error", "internal_error"),
+            Self::Internal(_) | Self::Turn(_) | Self::OfTurn { .. } => {
+                ("server_error", "internal_error")
+            }
         };
         let param = match self {
             Self::InvalidRequest { param, .. } => param.clone(),
@@ -199,7 +214,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(detail) = &self {
+        let internal = match &self {
+            Self::OfTurn { error, .. } => error.as_ref(),
+            other => other,
+        };
+        if let Self::Internal(detail) = internal {
             tracing::error!(error = %detail, "internal error");
         }
         let status = self.status();

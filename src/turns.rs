@@ -35,11 +35,12 @@ pub struct RunningThreads(Arc<Mutex<HashMap<String, Running>>>);
 
 /// A thread's entry: its tenant (thread ids are unique across tenants, and another tenant
 /// must get 404, not 409), how many of its turns this process runs (more than one only
-/// while a turn whose lease was taken over is still finishing), and until when the lease
-/// holds for sure.
+/// while a turn whose lease was taken over is still finishing), which of them took the
+/// lease last, and until when that lease holds for sure.
 struct Running {
     tenant: String,
     turns: usize,
+    holder: String,
     held_until: Instant,
 }
 
@@ -57,29 +58,41 @@ impl RunningThreads {
             .is_some_and(|running| running.tenant == tenant && running.held_until > Instant::now())
     }
 
-    /// Marks the thread running, its lease sure until `held_until`, until the returned
-    /// guard is dropped.
-    fn enter(&self, tenant: &str, thread_id: &str, held_until: Instant) -> RunningGuard {
+    /// Marks the thread running turn `turn_id`, its lease sure until `held_until`, until
+    /// the returned guard is dropped.
+    fn enter(
+        &self,
+        tenant: &str,
+        thread_id: &str,
+        turn_id: &str,
+        held_until: Instant,
+    ) -> RunningGuard {
         let mut threads = self.lock();
         let running = threads
             .entry(thread_id.to_owned())
             .or_insert_with(|| Running {
                 tenant: tenant.to_owned(),
                 turns: 0,
+                holder: String::new(),
                 held_until,
             });
         running.turns += 1;
+        running.holder = turn_id.to_owned();
         running.held_until = held_until;
         RunningGuard {
             threads: self.clone(),
             thread_id: thread_id.to_owned(),
+            turn_id: turn_id.to_owned(),
         }
     }
 
-    /// The lease was renewed (`Some`: until then) or lost (`None`).
-    fn lease(&self, thread_id: &str, held_until: Option<Instant>) {
+    /// Turn `turn_id`'s lease was renewed (`Some`: until then) or lost (`None`). A turn that
+    /// no longer holds the lease changes nothing: it would undo the holder's claim.
+    fn lease(&self, thread_id: &str, turn_id: &str, held_until: Option<Instant>) {
         if let Some(running) = self.lock().get_mut(thread_id) {
-            running.held_until = held_until.unwrap_or_else(Instant::now);
+            if running.holder == turn_id {
+                running.held_until = held_until.unwrap_or_else(Instant::now);
+            }
         }
     }
 }
@@ -87,6 +100,7 @@ impl RunningThreads {
 struct RunningGuard {
     threads: RunningThreads,
     thread_id: String,
+    turn_id: String,
 }
 
 impl Drop for RunningGuard {
@@ -96,8 +110,29 @@ impl Drop for RunningGuard {
             running.turns -= 1;
             if running.turns == 0 {
                 threads.remove(&self.thread_id);
+            } else if running.holder == self.turn_id {
+                // The lease holder ended (and freed the lease); the turns left lost theirs
+                // earlier. Nothing here holds the thread any more: the database decides.
+                running.held_until = Instant::now();
             }
         }
+    }
+}
+
+/// The gauge of turns in progress, counted down however the turn ends (a panic included).
+struct InProgress(metrics::Gauge);
+
+impl InProgress {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!(m::TURNS_IN_PROGRESS);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -267,9 +302,12 @@ async fn drive(
         Begun::Busy => return Err(ApiError::ThreadBusy),
         Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
     };
-    let _running = state
-        .running
-        .enter(&tenant, &thread_id, storing + state.config.lease_ttl);
+    let _running = state.running.enter(
+        &tenant,
+        &thread_id,
+        &turn_id,
+        storing + state.config.lease_ttl,
+    );
     let stages = Stages {
         store_input_us: micros(storing),
         ..Stages::default()
@@ -279,8 +317,7 @@ async fn drive(
         let _ = on_begun.send((turn_id.clone(), input_ids));
     }
 
-    let in_progress = metrics::gauge!(m::TURNS_IN_PROGRESS);
-    in_progress.increment(1.0);
+    let in_progress = InProgress::enter();
     let result = {
         let work = call_and_store(
             &state, &thread, context, &turn_id, &options, started, stages, sink,
@@ -293,7 +330,7 @@ async fn drive(
             never = keep_lease(&state, &thread_id, &turn_id) => match never {},
         }
     };
-    in_progress.decrement(1.0);
+    drop(in_progress);
     let status = match &result {
         Ok(_) => "completed",
         // Taken over; `NotFound` here means its thread was deleted after the takeover.
@@ -301,7 +338,14 @@ async fn drive(
         Err(_) => "failed",
     };
     metrics::counter!(m::TURNS, "status" => status).increment(1);
-    result
+    // The turn was stored: whatever ended it, the client can look it up.
+    result.map_err(|error| match error {
+        ApiError::Unavailable | ApiError::Internal(_) => ApiError::OfTurn {
+            turn_id,
+            error: Box::new(error),
+        },
+        other => other,
+    })
 }
 
 /// Answers a repeated idempotent request with the turn it already ran: the same JSON, or
@@ -586,9 +630,9 @@ async fn keep_lease(state: &AppState, thread_id: &str, turn_id: &str) -> std::co
             .renew_lease(thread_id, turn_id, ttl.as_millis() as i64)
             .await
         {
-            Ok(true) => state.running.lease(thread_id, Some(asked + ttl)),
+            Ok(true) => state.running.lease(thread_id, turn_id, Some(asked + ttl)),
             Ok(false) => {
-                state.running.lease(thread_id, None);
+                state.running.lease(thread_id, turn_id, None);
                 break;
             }
             Err(e) => warn!(error = %e, "could not renew the thread lease"),
@@ -771,5 +815,53 @@ mod tests {
             .map(|m| m["role"].as_str().unwrap())
             .collect();
         assert_eq!(roles, ["user", "user", "assistant"], "{messages}");
+    }
+
+    // The in-memory busy answer follows the turn holding the lease: when that turn ends, the
+    // thread is free at once, though a turn that lost its lease earlier is still running.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_busy_answer_ends_with_the_lease_holder_not_a_turn_that_lost_it() {
+        let Leased {
+            fake,
+            dir,
+            http,
+            thread_id,
+            turns,
+        } = leased_thread(Duration::ZERO, Duration::from_secs(3)).await;
+        fake.push(fake_openrouter::Reply::generated().with_delay(Duration::from_secs(6)));
+        let post = |input: &'static str| {
+            let (http, turns) = (http.clone(), turns.clone());
+            async move {
+                let resp = http
+                    .post(&turns)
+                    .json(&json!({"input": input}))
+                    .send()
+                    .await
+                    .unwrap();
+                resp.status().as_u16()
+            }
+        };
+        let lost = tokio::spawn(post("slow, and its lease is lost"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fake.requests().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the model was never called"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let db = rusqlite::Connection::open(dir.path().join("lease.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db.execute(
+            "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
+             WHERE id = ?",
+            [&thread_id],
+        )
+        .unwrap();
+        // Renewals every second: by 1.5 s the slow turn has found its lease gone.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(post("takes the lease and ends").await, 200);
+        assert_eq!(post("the thread is free").await, 200);
+        assert_eq!(lost.await.unwrap(), 409);
     }
 }

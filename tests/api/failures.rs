@@ -321,9 +321,11 @@ async fn a_reply_that_cannot_be_stored_leaves_a_failed_turn_with_its_exchange() 
     .unwrap();
 
     let resp = app.turn(&id, &json!({"input": "second"})).await;
-    resp.expect_error(500, "internal_error");
+    let error = resp.expect_error(500, "internal_error");
     let turns = app.turns(&id).await;
     assert_eq!(turns.len(), 2);
+    // The turn was stored: the answer names it.
+    assert_eq!(error["turn_id"], turns[1]["id"], "{error}");
     let detail = app.turn_detail(&id, turns[1]["id"].as_str().unwrap()).await;
     let failed = detail.expect(200);
     assert_eq!(failed["status"], "failed", "{failed}");
