@@ -254,9 +254,6 @@ async fn drive(
     on_begun: Option<oneshot::Sender<(String, Vec<String>)>>,
     sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
-    if !state.upstream.is_configured() {
-        return Err(ApiError::UpstreamNotConfigured);
-    }
     let started = Instant::now();
     let turn_id = ids::new_id();
     tracing::Span::current().record("turn_id", turn_id.as_str());
@@ -276,11 +273,17 @@ async fn drive(
     let storing = Instant::now();
     // The turn's options, from the thread as its opening write reads it (before it stores
     // anything: settings it cannot use refuse the turn with nothing stored).
+    // Without an upstream key nothing is stored, but a repeat of a completed turn is still
+    // answered from what was stored.
     let decide = {
         let defaults = state.defaults.clone();
         let overrides = request.overrides;
         let stream = request.stream;
+        let configured = state.upstream.is_configured();
         move |thread: &ThreadRecord| {
+            if !configured {
+                return Err(ApiError::UpstreamNotConfigured);
+            }
             resolve(&defaults, thread, &overrides, stream)
                 .map(|options| (options.model.clone(), options))
         }

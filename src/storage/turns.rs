@@ -121,7 +121,8 @@ impl Storage {
     /// Stores the input and an `in_progress` turn and takes the thread's lease, all in one
     /// transaction. `decide` sees the thread as this transaction reads it, before anything
     /// is written, and returns the turn's model (its row names it) and options, or refuses
-    /// the turn. A lease left by a dead process (expired) is taken over and its turn
+    /// the turn; a repeat of an idempotent request whose turn completed is replayed without
+    /// it. A lease left by a dead process (expired) is taken over and its turn
     /// marked `interrupted`. The commit is not fsynced on its own (nobody has been answered
     /// yet): the turn's closing commit, which is, makes it durable too. A process crash
     /// loses nothing either way; a power loss can lose a turn that was still running.
@@ -154,19 +155,16 @@ impl Storage {
                     count,
                     incarnation,
                 } = state;
-                // Before anything is written: a refused turn leaves no trace.
-                let (model, options) = match decide(&thread) {
-                    Ok(decided) => decided,
-                    Err(refusal) => return Ok((Begun::Refused(refusal), None)),
-                };
-                // A repeat of an idempotent request: replay it, refuse it, or (when it failed) run
-                // the model again on its stored input, which is not stored a second time.
-                let mut rerun_input: Option<String> = None;
+                // A repeat of an idempotent request: replay it, refuse it, or (when it failed)
+                // run the model again on its stored input, which is not stored a second time.
+                // Decided before `decide`: a repeat of a completed turn is answered from what
+                // was stored, whatever the thread's settings or the service's upstream are now.
+                let mut rerun: Option<(String, String, String)> = None;
                 if let Some((key, hash)) = &begin.idempotency {
                     let earlier: Option<(String, String, Option<String>, String)> = tx
                         .prepare_cached(
                             "SELECT id, status, request_sha256, input_message_ids FROM turns \
-                         WHERE thread_id = ? AND idempotency_key = ?",
+                             WHERE thread_id = ? AND idempotency_key = ?",
                         )?
                         .query_row(params![thread_id, key], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -185,23 +183,30 @@ impl Storage {
                             }
                             // Still running (or another turn is): the client waits for it.
                             _ if matches!(lease, Lease::Held) => return Ok((Begun::Busy, None)),
-                            status => {
-                                // Left in progress by a process that died or stalled past its
-                                // lease: it will never end, so it ends here, as the sweep at
-                                // start-up would end it, and the retry runs in its place.
-                                if status == "in_progress" {
-                                    interrupt(tx, &earlier_id, &now)?;
-                                }
-                                // The key moves to the new turn; the earlier one keeps its record.
-                                tx.prepare_cached(
-                                    "UPDATE turns SET idempotency_key = NULL WHERE id = ?",
-                                )?
-                                .execute([&earlier_id])?;
-                                rerun_input = Some(input_ids);
-                            }
+                            _ => rerun = Some((earlier_id, status, input_ids)),
                         }
                     }
                 }
+                // Before anything is written: a refused turn leaves no trace.
+                let (model, options) = match decide(&thread) {
+                    Ok(decided) => decided,
+                    Err(refusal) => return Ok((Begun::Refused(refusal), None)),
+                };
+                let rerun_input = match rerun {
+                    Some((earlier_id, status, input_ids)) => {
+                        // Left in progress by a process that died or stalled past its lease:
+                        // it will never end, so it ends here, as the sweep at start-up would
+                        // end it, and the retry runs in its place.
+                        if status == "in_progress" {
+                            interrupt(tx, &earlier_id, &now)?;
+                        }
+                        // The key moves to the new turn; the earlier one keeps its record.
+                        tx.prepare_cached("UPDATE turns SET idempotency_key = NULL WHERE id = ?")?
+                            .execute([&earlier_id])?;
+                        Some(input_ids)
+                    }
+                    None => None,
+                };
                 match lease {
                     Lease::Missing => return Ok((Begun::NotFound, None)),
                     Lease::Held => return Ok((Begun::Busy, None)),

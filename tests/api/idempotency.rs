@@ -245,3 +245,51 @@ async fn repeat_while_the_first_runs_is_409_then_returns_the_finished_turn() {
         assert_eq!(app.fake.requests().len(), before + 1);
     }
 }
+
+// A repeat of a completed turn is answered from what was stored: it needs neither the model
+// nor usable settings, so neither an upstream key missing now nor settings spoiled since
+// refuse it. New requests are still refused, with nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_of_a_completed_turn_needs_no_upstream_key_nor_usable_settings() {
+    let app = spawn_app().await;
+    let id = app.new_thread_id(&json!({})).await;
+    let body = json!({"input": "once"}).to_string();
+    let key = [("Idempotency-Key", "k1")];
+    let first = app.turn_with(&id, &body, &key).await.expect(200);
+
+    let keyless = Service::start(
+        &app.db_url,
+        &app.fake.base_url(),
+        &Opts::default().without_key(),
+    );
+    let api = keyless.api();
+    assert_eq!(api.turn_with(&id, &body, &key).await.expect(200), first);
+    let other = json!({"input": "new"}).to_string();
+    api.turn_with(&id, &other, &[("Idempotency-Key", "k2")])
+        .await
+        .expect_error(503, "upstream_not_configured");
+    api.turn(&id, &json!({"input": "new"}))
+        .await
+        .expect_error(503, "upstream_not_configured");
+    drop(keyless);
+
+    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE threads SET reasoning_replay = 'bogus' WHERE id = ?",
+        [&id],
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(app.turn_with(&id, &body, &key).await.expect(200), first);
+    app.turn(&id, &json!({"input": "new"}))
+        .await
+        .expect_error(400, "invalid_request");
+
+    assert_eq!(
+        app.messages(&id).await.len(),
+        2,
+        "a refused request stored something"
+    );
+    assert_eq!(app.fake.requests().len(), 1, "the model was called again");
+}
