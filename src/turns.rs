@@ -767,7 +767,7 @@ mod tests {
             http,
             thread_id,
             turns,
-        } = leased_thread(Duration::from_millis(4_000), Duration::from_secs(3)).await;
+        } = leased_thread(Duration::from_millis(4_000), Duration::from_secs(4)).await;
         let post = |input: &'static str| {
             let (http, turns) = (http.clone(), turns.clone());
             async move {
@@ -798,9 +798,9 @@ mod tests {
             [&thread_id],
         )
         .unwrap();
-        // Renewals come every second: by 1.5 s the first turn has found its lease gone, while
-        // the lease it last renewed (for 3 s) would still be running for at least 0.5 s.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // Renewals come every 1.33 s: by 2.2 s the first turn has found its lease gone, while
+        // the lease it last renewed (for 4 s) would still be running.
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
         assert_eq!(post("after the lease was lost").await, 200);
         assert_eq!(first.await.unwrap(), 409);
         let messages: serde_json::Value = http
@@ -830,7 +830,7 @@ mod tests {
             http,
             thread_id,
             turns,
-        } = leased_thread(Duration::ZERO, Duration::from_secs(3)).await;
+        } = leased_thread(Duration::ZERO, Duration::from_secs(4)).await;
         fake.push(fake_openrouter::Reply::generated().with_delay(Duration::from_secs(6)));
         let post = |input: &'static str| {
             let (http, turns) = (http.clone(), turns.clone());
@@ -861,8 +861,8 @@ mod tests {
             [&thread_id],
         )
         .unwrap();
-        // Renewals every second: by 1.5 s the slow turn has found its lease gone.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // Renewals every 1.33 s: by 2.2 s the slow turn has found its lease gone.
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
         assert_eq!(post("takes the lease and ends").await, 200);
         assert_eq!(post("the thread is free").await, 200);
         assert_eq!(lost.await.unwrap(), 409);

@@ -285,10 +285,13 @@ fn parse_message(raw: &RawValue, param: &str) -> Result<NewMessage, ApiError> {
 /// Tool calls follow the OpenAI shape: an array of objects, each with an `id` and a
 /// `function` holding a `name` and an `arguments` string. Only the shape is checked; the
 /// bytes are kept as sent.
-/// Content parts: a non-empty array of objects, each with a string `type` (`text`,
-/// `image_url`, ...). Only that shape is checked (the bytes are stored as given): a message
-/// no provider would take would fail every later turn of its thread, and messages cannot be
-/// changed or removed.
+/// Content parts: a non-empty array of objects, each with a non-empty string `type`; the
+/// chat completions types carry the member they are named for (`text` a string,
+/// `image_url`, `input_audio`, `file` objects), and the Responses API's names
+/// (`input_text`, ...), which OpenRouter answers 400, are refused with the right one. Other
+/// types pass (providers add some). Only that is checked (the bytes are stored as given): a
+/// message no provider would take would fail every later turn of its thread, and messages
+/// cannot be changed or removed.
 fn validate_content_parts(raw: &RawValue) -> Result<(), String> {
     let parts: Vec<ContentPart> = serde_json::from_str(raw.get()).map_err(|e| {
         format!("must be a string or an array of content parts (objects with a `type`): {e}")
@@ -296,66 +299,118 @@ fn validate_content_parts(raw: &RawValue) -> Result<(), String> {
     if parts.is_empty() {
         return Err("must not be an empty array".into());
     }
-    for part in &parts {
-        match &part.kind {
-            Some(kind) if !kind.is_empty() => {}
-            Some(_) => return Err("has a content part with an empty `type`".into()),
-            None => return Err("has a content part without a `type`".into()),
+    for (i, part) in parts.iter().enumerate() {
+        let kind = match part.kind.as_deref() {
+            None => return Err(format!("[{i}] has no `type`")),
+            Some("") => return Err(format!("[{i}] has an empty `type`")),
+            Some(kind) => kind,
+        };
+        let (member, value, wanted, described) = match kind {
+            "input_text" | "input_image" | "input_file" => {
+                let chat = match kind {
+                    "input_text" => "text",
+                    "input_image" => "image_url",
+                    _ => "file",
+                };
+                return Err(format!(
+                    "[{i}] has type `{kind}`, the Responses API's name: chat completions \
+                     take `{chat}`"
+                ));
+            }
+            "text" => ("text", part.text, Kind::String, "a string"),
+            "image_url" => (
+                "image_url",
+                part.image_url,
+                Kind::Object,
+                "an object with a `url`",
+            ),
+            "input_audio" => ("input_audio", part.input_audio, Kind::Object, "an object"),
+            "file" => ("file", part.file, Kind::Object, "an object"),
+            _ => continue,
+        };
+        if !value.is_some_and(|value| raw::kind(value) == wanted) {
+            return Err(format!(
+                "[{i}] of type `{kind}` needs `{member}`: {described}"
+            ));
         }
     }
     Ok(())
 }
 
-/// A content part, as far as it is checked: its `type`. Its other members are skipped
-/// without decoding their names, which (like any string stored as given) may hold lone
-/// surrogate escapes that a `str` cannot.
-struct ContentPart {
+/// A content part, as far as it is checked: its `type` and the member that type needs. Its
+/// other members are skipped without decoding their names, which (like any string stored as
+/// given) may hold lone surrogate escapes that a `str` cannot.
+#[derive(Default)]
+struct ContentPart<'a> {
     kind: Option<String>,
+    text: Option<&'a RawValue>,
+    image_url: Option<&'a RawValue>,
+    input_audio: Option<&'a RawValue>,
+    file: Option<&'a RawValue>,
 }
 
-impl<'de> Deserialize<'de> for ContentPart {
+impl<'de> Deserialize<'de> for ContentPart<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Part;
         impl<'de> serde::de::Visitor<'de> for Part {
-            type Value = ContentPart;
+            type Value = ContentPart<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a content part object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut members: A,
-            ) -> Result<ContentPart, A::Error> {
-                let mut kind = None;
-                while let Some(IsType(is_type)) = members.next_key()? {
-                    if is_type {
-                        kind = Some(members.next_value::<String>()?);
-                    } else {
-                        members.next_value::<serde::de::IgnoredAny>()?;
+            ) -> Result<ContentPart<'de>, A::Error> {
+                let mut part = ContentPart::default();
+                while let Some(name) = members.next_key::<PartMember>()? {
+                    match name {
+                        PartMember::Type => part.kind = Some(members.next_value()?),
+                        PartMember::Text => part.text = Some(members.next_value()?),
+                        PartMember::ImageUrl => part.image_url = Some(members.next_value()?),
+                        PartMember::InputAudio => part.input_audio = Some(members.next_value()?),
+                        PartMember::File => part.file = Some(members.next_value()?),
+                        PartMember::Other => {
+                            members.next_value::<serde::de::IgnoredAny>()?;
+                        }
                     }
                 }
-                Ok(ContentPart { kind })
+                Ok(part)
             }
         }
         deserializer.deserialize_map(Part)
     }
 }
 
-/// Whether a member's name is `type`, read as bytes (never refused for its escapes).
-struct IsType(bool);
+/// A content part member's name, read as bytes (never refused for its escapes).
+enum PartMember {
+    Type,
+    Text,
+    ImageUrl,
+    InputAudio,
+    File,
+    Other,
+}
 
-impl<'de> Deserialize<'de> for IsType {
+impl<'de> Deserialize<'de> for PartMember {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Name;
         impl serde::de::Visitor<'_> for Name {
-            type Value = IsType;
+            type Value = PartMember;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a member name")
             }
-            fn visit_bytes<E: serde::de::Error>(self, name: &[u8]) -> Result<IsType, E> {
-                Ok(IsType(name == b"type"))
+            fn visit_bytes<E: serde::de::Error>(self, name: &[u8]) -> Result<PartMember, E> {
+                Ok(match name {
+                    b"type" => PartMember::Type,
+                    b"text" => PartMember::Text,
+                    b"image_url" => PartMember::ImageUrl,
+                    b"input_audio" => PartMember::InputAudio,
+                    b"file" => PartMember::File,
+                    _ => PartMember::Other,
+                })
             }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<IsType, E> {
-                Ok(IsType(name == "type"))
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<PartMember, E> {
+                self.visit_bytes(name.as_bytes())
             }
         }
         deserializer.deserialize_bytes(Name)
@@ -411,8 +466,21 @@ mod tests {
             r#"[{"text":"no type"}]"#,
             r#"[{"type":""}]"#,
             r#"[{"type":1}]"#,
+            // What OpenRouter answers 400 (recorded): the Responses API's part names.
+            r#"[{"type":"input_text","text":"Hello"}]"#,
+            r#"[{"type":"text"}]"#,
+            r#"[{"type":"text","text":1}]"#,
+            r#"[{"type":"image_url","image_url":"data:,x"}]"#,
+            r#"[{"type":"file"}]"#,
         ] {
             assert!(message(refused).is_err(), "{refused}");
+        }
+        for kept in [
+            r#"[{"type":"image_url","image_url":{"url":"data:,x"}},{"type":"text","text":""}]"#,
+            r#"[{"type":"input_audio","input_audio":{"data":"AA==","format":"wav"}}]"#,
+            r#"[{"type":"video_url","video_url":{"url":"https://x"}}]"#,
+        ] {
+            assert!(message(kept).is_ok(), "{kept}");
         }
     }
 

@@ -865,7 +865,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_that_loses_its_batchs_transaction_fails_the_whole_batch() {
         let (_dir, storage, path) = scratch().await;
-        let busy = occupy_writer(&storage, 400);
+        let busy = occupy_writer(&storage, 1_000);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let queued = |value: Option<i64>| {
             let storage = storage.clone();

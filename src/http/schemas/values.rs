@@ -173,9 +173,16 @@ pub(super) fn assistant_content() -> RefOr<Schema> {
         .into()
 }
 
-/// Content parts as a request may carry them: only the `type` is checked.
+/// Content parts as a request may carry them: the `type`, and the member a chat
+/// completions type needs, are checked.
 fn content_parts() -> ArrayBuilder {
     ArrayBuilder::new()
+        .description(Some(
+            "Content parts: `text` parts need a string `text`; `image_url`, `input_audio` and \
+             `file` parts an object of that name; the Responses API's `input_text`, \
+             `input_image` and `input_file` are refused (chat completions take `text`, \
+             `image_url`, `file`); other types pass as given.",
+        ))
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::Object)
