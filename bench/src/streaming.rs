@@ -25,7 +25,13 @@ struct Side {
 }
 
 impl Side {
-    fn take(&mut self, answer: Result<StreamAnswer, String>, measured: bool, what: &str) {
+    /// Records a stream; returns how many chunks it carried, when it was whole.
+    fn take(
+        &mut self,
+        answer: Result<StreamAnswer, String>,
+        measured: bool,
+        what: &str,
+    ) -> Option<usize> {
         let answer = match answer {
             Ok(a)
                 if a.status == 200
@@ -45,15 +51,15 @@ impl Side {
                         .as_deref()
                         .map(|f| f.chars().take(300).collect::<String>())
                 ));
-                return;
+                return None;
             }
             Err(e) => {
                 self.error(format!("{what}: {e}"));
-                return;
+                return None;
             }
         };
         if !measured {
-            return;
+            return Some(answer.chunk_times.len());
         }
         self.ttfb.record(answer.chunk_times[0]);
         for pair in answer.chunk_times.windows(2) {
@@ -62,6 +68,7 @@ impl Side {
         self.total.record(answer.elapsed);
         self.chunks += answer.chunk_times.len() as u64;
         self.streams += 1;
+        Some(answer.chunk_times.len())
     }
 
     fn error(&mut self, e: String) {
@@ -95,13 +102,16 @@ pub fn streaming(b: &mut Bench, svc: &mut Service, fake: &FakeUpstream) -> Resul
     let mut client = Client::new(svc.addr, TIMEOUT)?;
     let mut upstream = Client::new(fake.addr(), TIMEOUT)?;
     let mut sent = 0usize;
+    // Every upstream chunk is relayed once: each service stream must carry as many chunks as
+    // the same request's direct replay.
+    let mut unequal = Vec::new();
     for i in 0..warm + n {
         let id = &threads[i / STREAM_TURNS_PER_THREAD];
         let body = format!(
             r#"{{"input":"Streaming question {i}: walk me through it step by step.","stream":true}}"#
         );
         let answer = client.stream(&format!("/v1/threads/{id}/turns"), body, Dialect::Service);
-        service.take(answer, i >= warm, "streaming turn");
+        let relayed = service.take(answer, i >= warm, "streaming turn");
         // The exact body the service just sent upstream, replayed directly.
         let recorded = fake.requests();
         fake.reset();
@@ -109,7 +119,15 @@ pub fn streaming(b: &mut Bench, svc: &mut Service, fake: &FakeUpstream) -> Resul
         if let Some(request) = recorded.into_iter().last() {
             let answer =
                 upstream.stream(UPSTREAM_PATH, Bytes::from(request.body), Dialect::Upstream);
-            direct.take(answer, i >= warm, "direct stream");
+            let replayed = direct.take(answer, i >= warm, "direct stream");
+            if let (Some(relayed), Some(replayed)) = (relayed, replayed) {
+                if relayed != replayed {
+                    unequal.push(format!(
+                        "2 streaming: stream {i} relayed {relayed} chunks, its direct replay \
+                         carried {replayed}"
+                    ));
+                }
+            }
         }
         fake.reset();
     }
@@ -162,6 +180,7 @@ pub fn streaming(b: &mut Bench, svc: &mut Service, fake: &FakeUpstream) -> Resul
     );
     r.error(s, service.errors, &service.samples);
     r.error("2 streaming direct", direct.errors, &direct.samples);
+    r.errors.extend(unequal);
     if sent != warm + n {
         r.errors.push(format!(
             "2 streaming: the fake saw {sent} requests for {} streaming turns",

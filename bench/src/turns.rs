@@ -285,30 +285,14 @@ pub fn contention(b: &mut Bench, svc: &mut Service, fake: &FakeUpstream) -> Resu
     );
     r.error(&s, spread.errors, &spread.error_samples);
     let s1 = "4 contention 1 thread".to_owned();
-    r.pair(
-        &s1,
-        "turns/s (200)",
-        "1/s",
-        race.ok_per_s(),
-        direct.ok_per_s(),
-    );
+    // The racing clients finish one turn at a time while the others get 409: there is no
+    // direct run doing the same, so these rows stand alone.
+    r.single(&s1, "turns/s (200)", "1/s", race.ok_per_s());
     r.single(&s1, "answers/s (200+409)", "1/s", race.answers_per_s());
     r.single(&s1, "200 answers", "count", race.ok.len() as f64);
     r.single(&s1, "409 answers", "count", race.busy.len() as f64);
-    r.pair(
-        &s1,
-        "200 p50 latency",
-        "ms",
-        ms(&race, 0.5),
-        ms(&direct, 0.5),
-    );
-    r.pair(
-        &s1,
-        "200 p99 latency",
-        "ms",
-        ms(&race, 0.99),
-        ms(&direct, 0.99),
-    );
+    r.single(&s1, "200 p50 latency", "ms", ms(&race, 0.5));
+    r.single(&s1, "200 p99 latency", "ms", ms(&race, 0.99));
     r.single(
         &s1,
         "409 p50 latency",
