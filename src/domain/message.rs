@@ -212,10 +212,13 @@ fn parse_message(raw: &RawValue, param: &str) -> Result<NewMessage, ApiError> {
             Some(calls.get().to_owned())
         }
     };
-    if role == Role::Assistant && content.is_none() && tool_calls.is_none() {
+    // `null` content is an assistant message that only calls tools (SPEC): without
+    // tool_calls providers refuse it, and a stored message would fail every later turn.
+    let no_content = content.as_deref().is_none_or(|c| c == "null");
+    if role == Role::Assistant && no_content && tool_calls.is_none() {
         return Err(invalid(
             "content",
-            "is required on an assistant message without tool_calls".into(),
+            "is required (not null) on an assistant message without tool_calls".into(),
         ));
     }
 

@@ -104,6 +104,8 @@ fn cases(f: &Fixture) -> Vec<Case> {
         c(M::POST, threads, r#"{"messages":[{"role":"user","content":"x","reasoning_details":[]}]}"#, 400, "invalid_request"),
         c(M::POST, threads, r#"{"messages":[{"role":"user","content":5}]}"#, 400, "invalid_request"),
         c(M::POST, threads, r#"{"messages":[{"role":"user","content":[]}]}"#, 400, "invalid_request"),
+        c(M::POST, threads, r#"{"messages":[{"role":"assistant","content":null}]}"#, 400, "invalid_request"),
+        c(M::POST, threads, r#"{"messages":[{"role":"assistant"}]}"#, 400, "invalid_request"),
         c(M::POST, threads, r#"{"messages":[{"role":"user","content":[1,null,"x"]}]}"#, 400, "invalid_request"),
         c(M::POST, &messages, r#"{"messages":[{"role":"user","content":[{"text":"no type"}]}]}"#, 400, "invalid_request"),
         c(M::POST, &turns, r#"{"input":[{"role":"user","content":[{"type":""}]}]}"#, 400, "invalid_request"),

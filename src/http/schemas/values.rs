@@ -168,7 +168,8 @@ pub(super) fn assistant_content() -> RefOr<Schema> {
         .item(content_parts())
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .description(Some(
-            "A string, a non-empty array of content parts, or null; stored and replayed as sent.",
+            "A string, a non-empty array of content parts, or null (only with `tool_calls`); \
+             stored and replayed as sent.",
         ))
         .into()
 }
