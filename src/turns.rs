@@ -709,6 +709,46 @@ mod tests {
         }
     }
 
+    impl Leased {
+        /// Posts a turn with this input; resolves to the answer's status (spawnable).
+        fn post(&self, input: &'static str) -> impl std::future::Future<Output = u16> + 'static {
+            let (http, turns) = (self.http.clone(), self.turns.clone());
+            async move {
+                let resp = http
+                    .post(&turns)
+                    .json(&json!({"input": input}))
+                    .send()
+                    .await
+                    .unwrap();
+                resp.status().as_u16()
+            }
+        }
+
+        /// Waits until the fake has been called (bounded: 10 s).
+        async fn model_called(&self) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while self.fake.requests().is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the model was never called"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        /// Clears the thread's lease behind the service's back.
+        fn clear_lease(&self) {
+            let db = rusqlite::Connection::open(self.dir.path().join("lease.db")).unwrap();
+            db.busy_timeout(Duration::from_secs(10)).unwrap();
+            db.execute(
+                "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, \
+                 lease_owner = NULL WHERE id = ?",
+                [&self.thread_id],
+            )
+            .unwrap();
+        }
+    }
+
     // The lease outlives its time-to-live only because it is renewed while the model works:
     // past the TTL, another turn on the thread is still refused, and the slow turn completes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,50 +801,20 @@ mod tests {
     // turn's messages.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lost_lease_stops_the_in_memory_busy_answer() {
-        let Leased {
-            fake,
-            dir,
-            http,
-            thread_id,
-            turns,
-        } = leased_thread(Duration::from_millis(4_000), Duration::from_secs(4)).await;
-        let post = |input: &'static str| {
-            let (http, turns) = (http.clone(), turns.clone());
-            async move {
-                let resp = http
-                    .post(&turns)
-                    .json(&json!({"input": input}))
-                    .send()
-                    .await
-                    .unwrap();
-                resp.status().as_u16()
-            }
-        };
+        let leased = leased_thread(Duration::from_millis(4_000), Duration::from_secs(4)).await;
+        let post = |input| leased.post(input);
         let first = tokio::spawn(post("first"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while fake.requests().is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the model was never called"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        leased.model_called().await;
         assert_eq!(post("while held").await, 409);
-        let db = rusqlite::Connection::open(dir.path().join("lease.db")).unwrap();
-        db.busy_timeout(Duration::from_secs(10)).unwrap();
-        db.execute(
-            "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
-             WHERE id = ?",
-            [&thread_id],
-        )
-        .unwrap();
+        leased.clear_lease();
         // Renewals come every 1.33 s: by 2.2 s the first turn has found its lease gone, while
         // the lease it last renewed (for 4 s) would still be running.
         tokio::time::sleep(Duration::from_millis(2_200)).await;
         assert_eq!(post("after the lease was lost").await, 200);
         assert_eq!(first.await.unwrap(), 409);
-        let messages: serde_json::Value = http
-            .get(turns.replace("/turns", "/messages"))
+        let messages: serde_json::Value = leased
+            .http
+            .get(leased.turns.replace("/turns", "/messages"))
             .send()
             .await
             .unwrap()
@@ -824,43 +834,14 @@ mod tests {
     // thread is free at once, though a turn that lost its lease earlier is still running.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_busy_answer_ends_with_the_lease_holder_not_a_turn_that_lost_it() {
-        let Leased {
-            fake,
-            dir,
-            http,
-            thread_id,
-            turns,
-        } = leased_thread(Duration::ZERO, Duration::from_secs(4)).await;
-        fake.push(fake_openrouter::Reply::generated().with_delay(Duration::from_secs(6)));
-        let post = |input: &'static str| {
-            let (http, turns) = (http.clone(), turns.clone());
-            async move {
-                let resp = http
-                    .post(&turns)
-                    .json(&json!({"input": input}))
-                    .send()
-                    .await
-                    .unwrap();
-                resp.status().as_u16()
-            }
-        };
+        let leased = leased_thread(Duration::ZERO, Duration::from_secs(4)).await;
+        leased
+            .fake
+            .push(fake_openrouter::Reply::generated().with_delay(Duration::from_secs(6)));
+        let post = |input| leased.post(input);
         let lost = tokio::spawn(post("slow, and its lease is lost"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while fake.requests().is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the model was never called"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let db = rusqlite::Connection::open(dir.path().join("lease.db")).unwrap();
-        db.busy_timeout(Duration::from_secs(10)).unwrap();
-        db.execute(
-            "UPDATE threads SET lease_turn_id = NULL, lease_expires_at = NULL, lease_owner = NULL \
-             WHERE id = ?",
-            [&thread_id],
-        )
-        .unwrap();
+        leased.model_called().await;
+        leased.clear_lease();
         // Renewals every 1.33 s: by 2.2 s the slow turn has found its lease gone.
         tokio::time::sleep(Duration::from_millis(2_200)).await;
         assert_eq!(post("takes the lease and ends").await, 200);

@@ -227,14 +227,7 @@ async fn unanswered_turn_audit_shows_a_timeout_without_a_response() {
 async fn unusable_stored_settings_refuse_the_turn_and_store_nothing() {
     let app = spawn_app().await;
     let id = app.new_thread_id(&json!({})).await;
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute(
-        "UPDATE threads SET reasoning_replay = 'bogus' WHERE id = ?",
-        [&id],
-    )
-    .unwrap();
-    drop(db);
+    app.spoil_settings(&id);
     app.turn(&id, &json!({"input": "hello"}))
         .await
         .expect_error(400, "invalid_request");

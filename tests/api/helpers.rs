@@ -423,6 +423,19 @@ impl App {
         self.dir.path().join("test.db")
     }
 
+    /// Gives the thread stored settings no turn can use (as a database edited by hand
+    /// might), behind the service's back.
+    pub fn spoil_settings(&self, thread_id: &str) {
+        let db = rusqlite::Connection::open(self.db_path()).expect("open the database");
+        db.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        db.execute(
+            "UPDATE threads SET reasoning_replay = 'bogus' WHERE id = ?",
+            [thread_id],
+        )
+        .expect("spoil the settings");
+    }
+
     /// Lets the lease of the turn running on `thread_id` lapse behind its back, as if its
     /// process had stalled past it (the turn itself runs on, unaware).
     pub fn lapse_lease(&self, thread_id: &str) {

@@ -273,14 +273,7 @@ async fn a_repeat_of_a_completed_turn_needs_no_upstream_key_nor_usable_settings(
         .expect_error(503, "upstream_not_configured");
     drop(keyless);
 
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute(
-        "UPDATE threads SET reasoning_replay = 'bogus' WHERE id = ?",
-        [&id],
-    )
-    .unwrap();
-    drop(db);
+    app.spoil_settings(&id);
     assert_eq!(app.turn_with(&id, &body, &key).await.expect(200), first);
     app.turn(&id, &json!({"input": "new"}))
         .await
