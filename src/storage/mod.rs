@@ -16,6 +16,7 @@ mod audit;
 mod checkpointer;
 mod contexts;
 mod export;
+mod gathered_wal;
 mod keys;
 mod lists;
 mod messages;
@@ -133,8 +134,10 @@ impl Storage {
         // Each write in a group commit runs in its own savepoint, whose sub-journal (the
         // pages' contents before the savepoint) would otherwise spill to a temporary file
         // past 64 KiB: a pwrite per page journaled, on the writer's critical path.
+        gathered_wal::register().map_err(Error::Internal)?;
         let mut write = options
             .clone()
+            .vfs(gathered_wal::NAME)
             .pragma("temp_store", "memory")
             .connect()
             .await?;
