@@ -15,6 +15,14 @@
 //! `synchronous=FULL`) after all its frames are in the file, as before: only the number of
 //! system calls changes.
 //!
+//! A failed write-out loses bytes SQLite was told were written, so it is reported as an I/O
+//! error wherever it happens (SQLite then rolls the whole transaction back; "disk full"
+//! from a read could roll back only the statement), and every later write, sync and size
+//! of the log fails until SQLite releases the log's write lock, that is, until the
+//! transaction is over. Frames rewritten in place (checksums at a commit) are written
+//! through, so that no commit's bytes are left for the barrier, which cannot report an
+//! error.
+//!
 //! Only the log is buffered; the database file, its shared memory and locks go straight
 //! through. Each open log has its own buffer (only the writer's connection opens files
 //! through this VFS, so in practice there is one).
@@ -32,12 +40,14 @@ const NAME_C: &[u8] = b"threadkeeper-gathered-wal\0";
 /// large thread), so that the memory it takes stays bounded.
 const MAX_BUFFERED: usize = 1 << 20;
 /// The most the default VFS writes in one call: it masks a write's length with 0x1ffff
-/// (`seekAndWriteFd` in sqlite3.c), so a longer one would be cut short.
+/// (`seekAndWriteFd` in sqlite3.c), so a longer one would write the wrong number of bytes
+/// (none at all for 0x20000) and fail.
 const MAX_WRITE: usize = 0x1f000;
 /// The buffer's allocation, made once and kept: a buffer at most MAX_BUFFERED long when a
-/// write arrives, plus that write (a page, at most 64 KiB). Growing and shrinking it per
-/// transaction would map and unmap memory each time (glibc serves these sizes with mmap).
-const CAPACITY: usize = MAX_BUFFERED + (64 << 10);
+/// write arrives, plus that write (a page, at most 64 KiB), plus a commit frame's header
+/// kept with its page. Growing and shrinking it per transaction would map and unmap memory
+/// each time (glibc serves these sizes with mmap).
+const CAPACITY: usize = MAX_BUFFERED + (64 << 10) + FRAME_HEADER;
 /// A frame header: page number, database size after a commit (0 for other frames), salts
 /// and checksums, each a 4-byte big-endian word (https://sqlite.org/fileformat.html#walformat).
 const FRAME_HEADER: usize = 24;
@@ -111,6 +121,12 @@ struct File {
     /// Writes made to the real file, for the tests.
     #[cfg(test)]
     real_writes: usize,
+    /// The error the tests make every real write of the log fail with.
+    #[cfg(test)]
+    failing: Option<c_int>,
+    /// Write-outs left to the shared-memory barrier, for the tests (there should be none).
+    #[cfg(test)]
+    barrier_writes: usize,
 }
 
 const REAL_OFFSET: usize = (std::mem::size_of::<File>() + 15) & !15;
@@ -147,6 +163,14 @@ struct Buffer {
     /// The last write was a commit frame's header: its page comes next, and then the
     /// transaction's frames are all in.
     commit_page_next: bool,
+    /// Where the bytes written to the file in this generation of the log end (it starts over
+    /// when SQLite writes the log's header at offset 0). A write below it rewrites frames
+    /// already in the file (SQLite rewriting checksums at a commit): it is written through.
+    written_end: i64,
+    /// A write-out failed: bytes SQLite was told were written are not in the file. Every
+    /// write, sync, truncation and size of the log fails until SQLite releases the write
+    /// lock, which it does only once the transaction is rolled back.
+    failed: bool,
 }
 
 /// A log file's buffer, locked.
@@ -159,9 +183,8 @@ unsafe fn buffer_of(file: *mut ffi::sqlite3_file) -> MutexGuard<'static, Buffer>
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Writes out the log's buffered bytes (nothing when empty). The bytes are gone either way:
-/// a failed write is reported to SQLite, which then abandons the transaction, as when its
-/// own write fails.
+/// Writes out the log's buffered bytes (nothing when empty). The bytes are gone either way;
+/// a failure makes the buffer `failed`.
 ///
 /// # Safety
 /// `file` is an open log of this VFS and `buffer` its buffer.
@@ -173,22 +196,50 @@ unsafe fn flush(file: *mut ffi::sqlite3_file, buffer: &mut Buffer) -> c_int {
     let mut rc = ffi::SQLITE_OK;
     let mut offset = buffer.offset;
     for chunk in buffer.bytes.chunks(MAX_WRITE) {
-        #[cfg(test)]
-        {
-            (*file.cast::<File>()).real_writes += 1;
-        }
-        rc = forward!(
-            file,
-            xWrite(chunk.as_ptr().cast(), chunk.len() as c_int, offset),
-            ffi::SQLITE_IOERR_WRITE
-        );
+        rc = write_through(file, chunk, offset);
         if rc != ffi::SQLITE_OK {
+            buffer.failed = true;
             break;
         }
         offset += chunk.len() as i64;
+        buffer.written_end = buffer.written_end.max(offset);
     }
     buffer.bytes.clear();
     rc
+}
+
+/// One write to the real log.
+///
+/// # Safety
+/// `file` is an open log of this VFS; `data` is at most MAX_WRITE long.
+unsafe fn write_through(file: *mut ffi::sqlite3_file, data: &[u8], offset: i64) -> c_int {
+    #[cfg(test)]
+    {
+        let ours = file.cast::<File>();
+        (*ours).real_writes += 1;
+        if let Some(rc) = (*ours).failing {
+            return rc;
+        }
+    }
+    forward!(
+        file,
+        xWrite(data.as_ptr().cast(), data.len() as c_int, offset),
+        ffi::SQLITE_IOERR_WRITE
+    )
+}
+
+/// A write-out done by another operation than SQLite's own write (a read, a sync, ...),
+/// reported as an I/O error: SQLite rolls the whole transaction back on that, whereas a
+/// "disk full" from a read or at the end of a statement can roll back only the statement,
+/// and the transaction would go on over frames that are not in the file.
+///
+/// # Safety
+/// As for [`flush`].
+unsafe fn late_flush(file: *mut ffi::sqlite3_file, buffer: &mut Buffer) -> c_int {
+    match flush(file, buffer) {
+        ffi::SQLITE_OK => ffi::SQLITE_OK,
+        _ => ffi::SQLITE_IOERR_WRITE,
+    }
 }
 
 /// Takes a write of `data` at `offset` of the log `file` into its buffer.
@@ -201,8 +252,29 @@ unsafe fn buffered_write(
     data: &[u8],
     offset: i64,
 ) -> c_int {
+    if buffer.failed {
+        return ffi::SQLITE_IOERR_WRITE;
+    }
+    if offset == 0 {
+        // The log's header: SQLite starts the log over.
+        buffer.written_end = 0;
+    }
     let end = buffer.offset + buffer.bytes.len() as i64;
-    if buffer.bytes.is_empty() || !(buffer.offset..=end).contains(&offset) {
+    let in_buffer = !buffer.bytes.is_empty() && (buffer.offset..=end).contains(&offset);
+    if !in_buffer && offset + data.len() as i64 <= buffer.written_end {
+        // Frames already in the file rewritten (a commit's checksums, the last of them its
+        // commit frame's header): written now, in order, so that a failure is reported here.
+        let rc = late_flush(file, buffer);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        let rc = write_through(file, data, offset);
+        if rc != ffi::SQLITE_OK {
+            buffer.failed = true;
+        }
+        return rc;
+    }
+    if !in_buffer {
         let rc = flush(file, buffer);
         if rc != ffi::SQLITE_OK {
             return rc;
@@ -221,7 +293,10 @@ unsafe fn buffered_write(
 
     let commit_frame_complete = buffer.commit_page_next && data.len() != FRAME_HEADER;
     buffer.commit_page_next = data.len() == FRAME_HEADER && data[4..8] != [0; 4];
-    if commit_frame_complete || buffer.bytes.len() >= MAX_BUFFERED {
+    // A commit frame's header stays with its page, so that the page completes the commit
+    // (below) whatever the buffer's length.
+    let full = buffer.bytes.len() >= MAX_BUFFERED && !buffer.commit_page_next;
+    if commit_frame_complete || full {
         // The transaction's frames are all here: written now, so that a failure is reported
         // by this write, before SQLite syncs or publishes the commit.
         return flush(file, buffer);
@@ -278,6 +353,10 @@ unsafe extern "C" fn open(
             },
             #[cfg(test)]
             real_writes: 0,
+            #[cfg(test)]
+            failing: None,
+            #[cfg(test)]
+            barrier_writes: 0,
         },
     );
     if is_log {
@@ -319,32 +398,56 @@ static METHODS_V2: ffi::sqlite3_io_methods = methods(2);
 static METHODS_V3: ffi::sqlite3_io_methods = methods(3);
 
 /// Writes out a log's buffered bytes before an operation that could see the file (nothing
-/// to do for other files).
+/// to do for other files). After a failed write-out, an operation that could build on the
+/// missing bytes (`reads` false: a sync, a truncation, its size) fails too; reads go on, as
+/// rolling the transaction back may read committed frames.
 ///
 /// # Safety
 /// `file` is an open file of this VFS.
-unsafe fn flush_before(file: *mut ffi::sqlite3_file) -> c_int {
+unsafe fn flush_before(file: *mut ffi::sqlite3_file, reads: bool) -> c_int {
     if (*file.cast::<File>()).log.is_null() {
         return ffi::SQLITE_OK;
     }
-    flush(file, &mut buffer_of(file))
+    let mut buffer = buffer_of(file);
+    let rc = late_flush(file, &mut buffer);
+    if rc == ffi::SQLITE_OK && buffer.failed && !reads {
+        return ffi::SQLITE_IOERR_WRITE;
+    }
+    rc
+}
+
+/// Runs `f` on a database's log and its buffer, if the log is open (else answers `none`).
+/// The registry stays locked meanwhile, so the log cannot be closed (and freed).
+///
+/// # Safety
+/// `database` is an open file of this VFS.
+unsafe fn with_log_of<T>(
+    database: *mut ffi::sqlite3_file,
+    none: T,
+    f: impl FnOnce(*mut ffi::sqlite3_file, &mut Buffer) -> T,
+) -> T {
+    let name = (*database.cast::<File>()).log_name;
+    if name.is_null() {
+        return none;
+    }
+    let logs = logs();
+    match logs.iter().find(|(log_name, _)| *log_name == name as usize) {
+        Some(&(_, log)) => {
+            let log = log as *mut ffi::sqlite3_file;
+            f(log, &mut buffer_of(log))
+        }
+        None => none,
+    }
 }
 
 /// Writes out the buffered bytes of a database's log, if it has one open.
 ///
 /// # Safety
-/// `file` is an open file of this VFS.
+/// `database` is an open file of this VFS.
 unsafe fn flush_log_of(database: *mut ffi::sqlite3_file) -> c_int {
-    let name = (*database.cast::<File>()).log_name;
-    if name.is_null() {
-        return ffi::SQLITE_OK;
-    }
-    // Held while flushing: the log cannot be closed (and freed) meanwhile.
-    let logs = logs();
-    match logs.iter().find(|(log_name, _)| *log_name == name as usize) {
-        Some(&(_, log)) => flush_before(log as *mut ffi::sqlite3_file),
-        None => ffi::SQLITE_OK,
-    }
+    with_log_of(database, ffi::SQLITE_OK, |log, buffer| {
+        late_flush(log, buffer)
+    })
 }
 
 fn first_error(first: c_int, second: c_int) -> c_int {
@@ -361,7 +464,7 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     if !(*ours).log.is_null() {
         let mut logs = logs();
         logs.retain(|&(_, log)| log != file as usize);
-        flushed = flush_before(file);
+        flushed = flush_before(file, false);
         drop(Box::from_raw((*ours).log));
         (*ours).log = ptr::null_mut();
     }
@@ -374,7 +477,7 @@ unsafe extern "C" fn read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    let rc = flush_before(file);
+    let rc = flush_before(file, true);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
@@ -395,7 +498,7 @@ unsafe extern "C" fn write(
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let rc = flush_before(file);
+    let rc = flush_before(file, false);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
@@ -403,7 +506,7 @@ unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int 
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let rc = flush_before(file);
+    let rc = flush_before(file, false);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
@@ -411,7 +514,7 @@ unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let rc = flush_before(file);
+    let rc = flush_before(file, false);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
@@ -439,7 +542,7 @@ unsafe extern "C" fn file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    let rc = flush_before(file);
+    let rc = flush_before(file, false);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
@@ -470,8 +573,10 @@ unsafe extern "C" fn shm_map(
 
 /// The locks on the shared memory order this connection's log writes with other
 /// connections': nothing stays buffered across them. Above all, frames of a transaction
-/// that was rolled back stay buffered until the next write; written after the write lock
-/// went to another process, they would overwrite that process's frames at the same offsets.
+/// that was rolled back could stay buffered until the next write; written after the write
+/// lock went to another process, they would overwrite that process's frames at the same
+/// offsets. A lock is not taken when the write-out fails (SQLite then knows it is not
+/// held); an unlock always goes through (SQLite ignores its result).
 unsafe extern "C" fn shm_lock(
     file: *mut ffi::sqlite3_file,
     offset: c_int,
@@ -479,18 +584,32 @@ unsafe extern "C" fn shm_lock(
     flags: c_int,
 ) -> c_int {
     let flushed = flush_log_of(file);
-    first_error(
-        flushed,
-        forward!(file, xShmLock(offset, n, flags), ffi::SQLITE_IOERR_SHMLOCK),
-    )
+    let unlock = flags & ffi::SQLITE_SHM_UNLOCK != 0;
+    if flushed != ffi::SQLITE_OK && !unlock {
+        return flushed;
+    }
+    let rc = forward!(file, xShmLock(offset, n, flags), ffi::SQLITE_IOERR_SHMLOCK);
+    // Slot 0 is the log's write lock (WAL_WRITE_LOCK in sqlite3.c): released once the
+    // transaction that lost bytes is over (rolled back).
+    if unlock && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0 && offset == 0 {
+        with_log_of(file, (), |_, buffer| buffer.failed = false);
+    }
+    first_error(flushed, rc)
 }
 
 /// SQLite raises the barrier between writing the two copies of the log's index header, that
 /// is, before other connections can see a new commit: its frames must be in the file by then.
-/// A commit's frames are written as soon as its commit frame is complete, so this flush
-/// normally finds nothing; it cannot report an error (the method returns nothing).
+/// A commit's frames are written as soon as its commit frame is complete (its page written
+/// after its header, or its header rewritten in place), so this finds nothing to write; it
+/// is a backstop, and could not report an error (the method returns nothing).
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
-    let _ = flush_log_of(file);
+    with_log_of(file, (), |log, buffer| {
+        #[cfg(test)]
+        if !buffer.bytes.is_empty() {
+            (*log.cast::<File>()).barrier_writes += 1;
+        }
+        let _ = late_flush(log, buffer);
+    });
     if let Some(barrier) = real_methods(file).xShmBarrier {
         barrier(real(file));
     }
@@ -507,7 +626,7 @@ unsafe extern "C" fn fetch(
     amount: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    let rc = flush_before(file);
+    let rc = flush_before(file, true);
     if rc != ffi::SQLITE_OK {
         return rc;
     }
@@ -551,37 +670,40 @@ mod tests {
         (writer, other)
     }
 
-    /// Writes made to the connection's log file since it was opened.
-    fn real_writes(conn: &Connection) -> usize {
+    /// The connection's log, as this VFS opened it.
+    fn log_of(conn: &Connection) -> *mut File {
         let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
         // SAFETY: the handle is open; SQLITE_FCNTL_JOURNAL_POINTER stores the log's file
         // object, one this VFS opened, in `file`.
-        unsafe {
-            let rc = ffi::sqlite3_file_control(
-                conn.handle(),
-                c"main".as_ptr(),
-                ffi::SQLITE_FCNTL_JOURNAL_POINTER,
-                (&mut file as *mut *mut ffi::sqlite3_file).cast(),
-            );
-            assert_eq!(rc, ffi::SQLITE_OK);
-            assert!(!file.is_null(), "the log is open");
-            (*file.cast::<File>()).real_writes
-        }
-    }
-
-    /// Bytes the connection's log holds unwritten.
-    fn buffered(conn: &Connection) -> usize {
-        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
-        // SAFETY: as in `real_writes`; the buffer is only used on this thread.
-        unsafe {
+        let rc = unsafe {
             ffi::sqlite3_file_control(
                 conn.handle(),
                 c"main".as_ptr(),
                 ffi::SQLITE_FCNTL_JOURNAL_POINTER,
                 (&mut file as *mut *mut ffi::sqlite3_file).cast(),
-            );
-            buffer_of(file).bytes.len()
-        }
+            )
+        };
+        assert_eq!(rc, ffi::SQLITE_OK);
+        assert!(!file.is_null(), "the log is open");
+        file.cast()
+    }
+
+    /// Writes made to the connection's log file since it was opened.
+    fn real_writes(conn: &Connection) -> usize {
+        // SAFETY: the log stays open while the connection is; only this thread uses it.
+        unsafe { (*log_of(conn)).real_writes }
+    }
+
+    /// Bytes the connection's log holds unwritten.
+    fn buffered(conn: &Connection) -> usize {
+        // SAFETY: as in `real_writes`.
+        unsafe { buffer_of(log_of(conn).cast()).bytes.len() }
+    }
+
+    /// Makes every real write of the connection's log fail with `error` (None: succeed).
+    fn fail_writes(conn: &Connection, error: Option<c_int>) {
+        // SAFETY: as in `real_writes`.
+        unsafe { (*log_of(conn)).failing = error }
     }
 
     fn count(conn: &Connection) -> i64 {
@@ -620,14 +742,22 @@ mod tests {
                 let writes = real_writes(&writer) - before;
                 // One buffer of 32 frames, 131,840 bytes: two calls of at most MAX_WRITE.
                 assert_eq!(writes, 2, "{synchronous}: writes for one commit");
+                // SAFETY: as in `real_writes`.
+                assert_eq!(unsafe { (*log_of(&writer)).barrier_writes }, 0);
             }
         }
     }
 
     #[test]
     fn spilled_rolled_back_and_checkpointed_frames_read_back_as_written() {
+        for synchronous in ["FULL", "NORMAL"] {
+            spilled_rolled_back_and_checkpointed(synchronous);
+        }
+    }
+
+    fn spilled_rolled_back_and_checkpointed(synchronous: &str) {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, other) = open(&dir, "FULL");
+        let (writer, other) = open(&dir, synchronous);
         // A page cache of 10 pages: a large transaction spills pages to the log before its
         // commit and reads them back from it.
         writer.execute_batch("PRAGMA cache_size = 10").unwrap();
@@ -686,6 +816,15 @@ mod tests {
         let committed = digest(&writer);
         assert_eq!(digest(&other), committed);
 
+        // Every commit's frames were written by SQLite's own writes, none left to the
+        // barrier (which could not report a failure).
+        // SAFETY: as in `real_writes`.
+        assert_eq!(
+            unsafe { (*log_of(&writer)).barrier_writes },
+            0,
+            "{synchronous}"
+        );
+
         // Closed and opened again through the default VFS alone: the same rows, intact.
         drop(writer);
         drop(other);
@@ -695,5 +834,66 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
             .unwrap();
         assert_eq!(check, "ok");
+    }
+
+    #[test]
+    fn a_failed_write_out_fails_its_transaction_and_publishes_nothing() {
+        for error in [ffi::SQLITE_FULL, ffi::SQLITE_IOERR_WRITE] {
+            let dir = tempfile::tempdir().unwrap();
+            let (writer, other) = open(&dir, "NORMAL");
+            writer.execute_batch("PRAGMA cache_size = 10").unwrap();
+            let insert = |rows: i64| {
+                format!(
+                    "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {rows})
+                     INSERT INTO t (v) SELECT randomblob(3000) FROM k;"
+                )
+            };
+            writer.execute_batch(&insert(40)).unwrap();
+            let committed = digest(&writer);
+
+            // Frames spilled by one statement wait in the buffer; the next statement's read
+            // writes them out, which fails: the whole transaction must go, not just the
+            // statement ("disk full" alone would roll back only the statement).
+            writer.execute_batch("BEGIN").unwrap();
+            writer.execute_batch(&insert(100)).unwrap();
+            assert!(buffered(&writer) > 0);
+            // Clean pages out of the page cache: the next statement reads them from the log.
+            writer.execute_batch("PRAGMA shrink_memory").unwrap();
+            fail_writes(&writer, Some(error));
+            let failed = writer.execute_batch("UPDATE t SET v = randomblob(10) WHERE n % 7 = 0");
+            assert!(
+                failed.is_err(),
+                "a statement over frames that were lost fails"
+            );
+            // The disk works again: the transaction must still not commit.
+            fail_writes(&writer, None);
+            let commit = writer.execute_batch("COMMIT");
+            assert!(
+                commit.is_err(),
+                "a transaction that lost frames does not commit"
+            );
+            assert!(writer.is_autocommit(), "and is over");
+            assert_eq!(digest(&other), committed, "nothing of it is visible");
+            assert_eq!(digest(&writer), committed);
+
+            // A commit whose own frames cannot be written fails, and publishes nothing.
+            fail_writes(&writer, Some(error));
+            assert!(writer.execute_batch(&insert(3)).is_err());
+            fail_writes(&writer, None);
+            assert_eq!(digest(&other), committed);
+
+            // The connection goes on: the next transaction commits and is seen.
+            writer.execute_batch(&insert(5)).unwrap();
+            let committed = digest(&writer);
+            assert_eq!(digest(&other), committed);
+            drop(writer);
+            drop(other);
+            let reopened = Connection::open(dir.path().join("gathered.db")).unwrap();
+            assert_eq!(digest(&reopened), committed);
+            let check: String = reopened
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+        }
     }
 }
