@@ -19,9 +19,9 @@
 //! error wherever it happens (SQLite then rolls the whole transaction back; "disk full"
 //! from a read could roll back only the statement), and every later write, sync and size
 //! of the log fails until SQLite releases the log's write lock, that is, until the
-//! transaction is over. Frames rewritten in place (checksums at a commit) are written
-//! through, so that no commit's bytes are left for the barrier, which cannot report an
-//! error.
+//! transaction is over. Frames rewritten in place (checksums at a commit) and anything
+//! written after the commit frame are written through, so that no commit's bytes are left
+//! for the barrier, which cannot report an error.
 //!
 //! Only the log is buffered; the database file, its shared memory and locks go straight
 //! through. Each open log has its own buffer (only the writer's connection opens files
@@ -163,14 +163,29 @@ struct Buffer {
     /// The last write was a commit frame's header: its page comes next, and then the
     /// transaction's frames are all in.
     commit_page_next: bool,
-    /// Where the bytes written to the file in this generation of the log end (it starts over
-    /// when SQLite writes the log's header at offset 0). A write below it rewrites frames
-    /// already in the file (SQLite rewriting checksums at a commit): it is written through.
+    /// Where the bytes written to the file while this connection holds the log's write lock
+    /// end. A write below it rewrites frames already in the file (SQLite rewriting checksums
+    /// at a commit): it is written through.
     written_end: i64,
+    /// The transaction's commit frame is written: whatever SQLite writes after it before
+    /// releasing the write lock (checksums rewritten, padding) is written through, so that
+    /// nothing is left for the barrier.
+    committed: bool,
     /// A write-out failed: bytes SQLite was told were written are not in the file. Every
     /// write, sync, truncation and size of the log fails until SQLite releases the write
-    /// lock, which it does only once the transaction is rolled back.
+    /// lock, which it does only once the transaction is rolled back. (With
+    /// `locking_mode=EXCLUSIVE` SQLite never releases it: not a mode the service uses.)
     failed: bool,
+}
+
+impl Buffer {
+    /// SQLite released the log's write lock: the transaction is over, committed or rolled
+    /// back, and the next one appends from the log's end as SQLite knows it.
+    fn write_lock_released(&mut self) {
+        self.written_end = 0;
+        self.committed = false;
+        self.failed = false;
+    }
 }
 
 /// A log file's buffer, locked.
@@ -255,15 +270,12 @@ unsafe fn buffered_write(
     if buffer.failed {
         return ffi::SQLITE_IOERR_WRITE;
     }
-    if offset == 0 {
-        // The log's header: SQLite starts the log over.
-        buffer.written_end = 0;
-    }
     let end = buffer.offset + buffer.bytes.len() as i64;
     let in_buffer = !buffer.bytes.is_empty() && (buffer.offset..=end).contains(&offset);
-    if !in_buffer && offset + data.len() as i64 <= buffer.written_end {
+    if buffer.committed || (!in_buffer && offset + data.len() as i64 <= buffer.written_end) {
         // Frames already in the file rewritten (a commit's checksums, the last of them its
-        // commit frame's header): written now, in order, so that a failure is reported here.
+        // commit frame's header), or anything after the commit frame: written now, in
+        // order, so that a failure is reported here.
         let rc = late_flush(file, buffer);
         if rc != ffi::SQLITE_OK {
             return rc;
@@ -299,6 +311,7 @@ unsafe fn buffered_write(
     if commit_frame_complete || full {
         // The transaction's frames are all here: written now, so that a failure is reported
         // by this write, before SQLite syncs or publishes the commit.
+        buffer.committed = commit_frame_complete;
         return flush(file, buffer);
     }
     ffi::SQLITE_OK
@@ -592,7 +605,7 @@ unsafe extern "C" fn shm_lock(
     // Slot 0 is the log's write lock (WAL_WRITE_LOCK in sqlite3.c): released once the
     // transaction that lost bytes is over (rolled back).
     if unlock && flags & ffi::SQLITE_SHM_EXCLUSIVE != 0 && offset == 0 {
-        with_log_of(file, (), |_, buffer| buffer.failed = false);
+        with_log_of(file, (), |_, buffer| buffer.write_lock_released());
     }
     first_error(flushed, rc)
 }
@@ -861,9 +874,21 @@ mod tests {
             writer.execute_batch("PRAGMA shrink_memory").unwrap();
             fail_writes(&writer, Some(error));
             let failed = writer.execute_batch("UPDATE t SET v = randomblob(10) WHERE n % 7 = 0");
+            match failed {
+                Err(rusqlite::Error::SqliteFailure(e, _)) => {
+                    assert_eq!(
+                        e.extended_code,
+                        ffi::SQLITE_IOERR_WRITE,
+                        "reported as I/O error"
+                    )
+                }
+                other => panic!("a statement over frames that were lost fails: {other:?}"),
+            }
+            // The UPDATE keeps a statement journal: on "disk full" SQLite would have rolled
+            // back the statement only and gone on with the transaction.
             assert!(
-                failed.is_err(),
-                "a statement over frames that were lost fails"
+                writer.is_autocommit(),
+                "the whole transaction is rolled back"
             );
             // The disk works again: the transaction must still not commit.
             fail_writes(&writer, None);
