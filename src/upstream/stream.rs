@@ -6,8 +6,6 @@
 //! `domain::reasoning`. A chunk carrying a top-level `error` or `finish_reason: "error"`
 //! makes the whole turn a failure: half a reasoning block must never be replayed.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -96,7 +94,10 @@ pub struct StreamAccumulator {
     content: Option<String>,
     reasoning: Option<String>,
     details: ReasoningMerger,
-    tool_calls: BTreeMap<u64, ToolCall>,
+    /// By `index`, in the order each first appeared. A fragment joins the last call of its
+    /// index, unless it names another call `id`: some providers stream parallel calls all at
+    /// index 0, each starting with its own id.
+    tool_calls: Vec<(u64, ToolCall)>,
     finish_reason: Option<String>,
     native_finish_reason: Option<String>,
     usage: Option<String>,
@@ -170,9 +171,28 @@ impl StreamAccumulator {
             self.details.push(fragment);
         }
         for call in delta.tool_calls.unwrap_or_default() {
-            let slot = self.tool_calls.entry(call.index.unwrap_or(0)).or_default();
-            if let Some(id) = raw::non_null(call.id) {
-                slot.id.get_or_insert_with(|| id.get().to_owned());
+            let index = call.index.unwrap_or(0);
+            // An empty id ("") names no call.
+            let id = raw::non_null(call.id)
+                .map(|id| id.get())
+                .filter(|id| *id != "\"\"");
+            let joins = |(at, slot): &(u64, ToolCall)| {
+                *at == index
+                    && match (id, slot.id.as_deref()) {
+                        (Some(new), Some(old)) => new == old,
+                        _ => true,
+                    }
+            };
+            let slot = match self.tool_calls.iter().rposition(joins) {
+                Some(at) => &mut self.tool_calls[at].1,
+                None => {
+                    self.tool_calls.push((index, ToolCall::default()));
+                    let last = self.tool_calls.len() - 1;
+                    &mut self.tool_calls[last].1
+                }
+            };
+            if let Some(id) = id {
+                slot.id.get_or_insert_with(|| id.to_owned());
             }
             if let Some(kind) = raw::non_null(call.kind) {
                 slot.kind.get_or_insert_with(|| kind.get().to_owned());
@@ -190,11 +210,13 @@ impl StreamAccumulator {
 
     /// The reply, as the non-streaming answer would carry it.
     pub fn finish(self) -> Completion {
-        let tool_calls = (!self.tool_calls.is_empty()).then(|| {
-            let calls: Vec<String> = self
-                .tool_calls
-                .values()
-                .map(|call| {
+        let mut tool_calls_by_index = self.tool_calls;
+        // Stable: calls sharing an index stay in the order they appeared.
+        tool_calls_by_index.sort_by_key(|(index, _)| *index);
+        let tool_calls = (!tool_calls_by_index.is_empty()).then(|| {
+            let calls: Vec<String> = tool_calls_by_index
+                .iter()
+                .map(|(_, call)| {
                     let mut function = ObjectWriter::new();
                     function
                         .raw("name", call.name.as_deref().unwrap_or("\"\""))
@@ -262,6 +284,29 @@ mod tests {
         );
         assert_eq!(c.totals.map(|t| t.completion_tokens), Some(2));
         assert_eq!(c.generation_id.as_deref(), Some("gen-1"));
+    }
+
+    #[test]
+    fn parallel_tool_calls_streamed_at_one_index_stay_apart_by_their_ids() {
+        let mut acc = StreamAccumulator::new();
+        for data in [
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"weather","arguments":"{\"city\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Oslo\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_b","type":"function","function":{"name":"time","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"","function":{"arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_c","type":"function","function":{"name":"date","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ] {
+            acc.push(data).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(
+            acc.finish().tool_calls.as_deref(),
+            Some(concat!(
+                r#"[{"id":"call_a","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Oslo\"}"}},"#,
+                r#"{"id":"call_b","type":"function","function":{"name":"time","arguments":"{}"}},"#,
+                r#"{"id":"call_c","type":"function","function":{"name":"date","arguments":"{}"}}]"#
+            ))
+        );
     }
 
     #[test]
