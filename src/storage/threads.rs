@@ -141,20 +141,28 @@ impl Storage {
     /// Deletes a thread with its messages and turns. A thread with a turn in progress is
     /// busy: deleting it would pull the rows from under the running turn.
     pub async fn delete_thread(&self, tenant: &str, thread_id: &str) -> Result<Claim<()>, Error> {
-        self.contexts.remove(thread_id);
         let tenant = tenant.to_owned();
-        let thread_id = thread_id.to_owned();
-        self.write(move |tx| {
-            match lease_state(tx, &tenant, &thread_id, ids::now_millis())?.lease {
-                Lease::Missing => return Ok(Claim::NotFound),
-                Lease::Held => return Ok(Claim::Busy),
-                Lease::Free | Lease::Expired(_) => {}
-            }
-            tx.prepare_cached("DELETE FROM threads WHERE id = ? AND tenant = ?")?
-                .execute(params![thread_id, tenant])?;
-            Ok(Claim::Done(()))
-        })
-        .await
+        let owned_id = thread_id.to_owned();
+        let deleted = self
+            .write(move |tx| {
+                let thread_id = owned_id;
+                match lease_state(tx, &tenant, &thread_id, ids::now_millis())?.lease {
+                    Lease::Missing => return Ok(Claim::NotFound),
+                    Lease::Held => return Ok(Claim::Busy),
+                    Lease::Free | Lease::Expired(_) => {}
+                }
+                tx.prepare_cached("DELETE FROM threads WHERE id = ? AND tenant = ?")?
+                    .execute(params![thread_id, tenant])?;
+                Ok(Claim::Done(()))
+            })
+            .await?;
+        // Only once it is gone: another tenant's DELETE (answered 404) leaves the owner's
+        // cached context alone. (A context cached meanwhile is harmless: the thread's
+        // incarnation no longer exists, so nothing reads it.)
+        if matches!(deleted, Claim::Done(())) {
+            self.contexts.remove(thread_id);
+        }
+        Ok(deleted)
     }
 }
 

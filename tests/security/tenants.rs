@@ -589,3 +589,40 @@ async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
         .expect_error(404, "not_found");
     running.await.unwrap().expect(200);
 }
+
+// Another tenant's DELETE is answered 404 and changes nothing, down to the owner's cached
+// context: the owner's next turn still finds its context in memory, without reading the
+// thread again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_delete_leaves_the_owners_cached_context() {
+    let app = spawn_app().await;
+    let a = create_key(&app.db_url, "a", "ta").await;
+    let b = create_key(&app.db_url, "b", "tb").await;
+    let a = keyed(&app.base, &a.key);
+    let b = keyed(&app.base, &b.key);
+    let thread = id_of(
+        &a.send_text(Method::POST, "/v1/threads", "{}")
+            .await
+            .expect(201),
+    );
+    a.turn(&thread, &json!({"input": "one"})).await.expect(200);
+    let reads = |metrics: &str, source: &str| -> u64 {
+        let series = format!("threadkeeper_context_reads_total{{source=\"{source}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .map_or(0, |n| n.trim().parse().unwrap_or(0))
+    };
+    let before = app.get("/metrics").await.text;
+    b.send_text(Method::DELETE, &format!("/v1/threads/{thread}"), "")
+        .await
+        .expect_error(404, "not_found");
+    a.turn(&thread, &json!({"input": "two"})).await.expect(200);
+    let after = app.get("/metrics").await.text;
+    assert_eq!(
+        reads(&after, "database"),
+        reads(&before, "database"),
+        "the owner's turn read its thread again:\n{after}"
+    );
+    assert_eq!(reads(&after, "cache"), reads(&before, "cache") + 1);
+}
