@@ -559,12 +559,8 @@ async fn import_into_a_tenant_is_invisible_to_others() {
         .expect_error(404, "not_found");
 }
 
-// A thread with a turn running is known to this process as busy; another tenant posting a
-// turn to its id must still get the 404 of a thread that does not exist, not the 409 that
-// would tell it the thread exists and is running.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
-    let app = spawn_app_with(Opts::default().fake_delay(std::time::Duration::from_secs(4))).await;
+/// Keys for tenants `ta` and `tb`, and a new empty thread of `ta`.
+async fn two_tenants_and_a_thread_of_a(app: &App) -> (Api, Api, String) {
     let a = create_key(&app.db_url, "a", "ta").await;
     let b = create_key(&app.db_url, "b", "tb").await;
     let a = keyed(&app.base, &a.key);
@@ -574,6 +570,16 @@ async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
             .await
             .expect(201),
     );
+    (a, b, thread)
+}
+
+// A thread with a turn running is known to this process as busy; another tenant posting a
+// turn to its id must still get the 404 of a thread that does not exist, not the 409 that
+// would tell it the thread exists and is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
+    let app = spawn_app_with(Opts::default().fake_delay(std::time::Duration::from_secs(4))).await;
+    let (a, b, thread) = two_tenants_and_a_thread_of_a(&app).await;
     let running = tokio::spawn({
         let (a, thread) = (a.clone(), thread.clone());
         async move { a.turn(&thread, &json!({"input": "slow one"})).await }
@@ -596,15 +602,7 @@ async fn another_tenant_gets_404_for_a_thread_with_a_turn_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenants_delete_leaves_the_owners_cached_context() {
     let app = spawn_app().await;
-    let a = create_key(&app.db_url, "a", "ta").await;
-    let b = create_key(&app.db_url, "b", "tb").await;
-    let a = keyed(&app.base, &a.key);
-    let b = keyed(&app.base, &b.key);
-    let thread = id_of(
-        &a.send_text(Method::POST, "/v1/threads", "{}")
-            .await
-            .expect(201),
-    );
+    let (a, b, thread) = two_tenants_and_a_thread_of_a(&app).await;
     a.turn(&thread, &json!({"input": "one"})).await.expect(200);
     let reads = |metrics: &str, source: &str| -> u64 {
         let series = format!("threadkeeper_context_reads_total{{source=\"{source}\"}} ");
