@@ -6,6 +6,8 @@
 //! `domain::reasoning`. A chunk carrying a top-level `error` or `finish_reason: "error"`
 //! makes the whole turn a failure: half a reasoning block must never be replayed.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -96,8 +98,13 @@ pub struct StreamAccumulator {
     details: ReasoningMerger,
     /// By `index`, in the order each first appeared. A fragment joins the last call of its
     /// index, unless it names another call `id`: some providers stream parallel calls all at
-    /// index 0, each starting with its own id.
+    /// index 0, each starting with its own id. Then it joins the call of that index and id,
+    /// or starts one.
     tool_calls: Vec<(u64, ToolCall)>,
+    /// Where in `tool_calls` the last call of each index is, and each (index, id)'s call:
+    /// a fragment finds its call without a scan, however many calls a stream has.
+    last_call_at_index: HashMap<u64, usize>,
+    call_with_id: HashMap<(u64, String), usize>,
     finish_reason: Option<String>,
     native_finish_reason: Option<String>,
     usage: Option<String>,
@@ -176,23 +183,32 @@ impl StreamAccumulator {
             let id = raw::non_null(call.id)
                 .map(|id| id.get())
                 .filter(|id| *id != "\"\"");
-            let joins = |(at, slot): &(u64, ToolCall)| {
-                *at == index
-                    && match (id, slot.id.as_deref()) {
-                        (Some(new), Some(old)) => new == old,
-                        _ => true,
-                    }
-            };
-            let slot = match self.tool_calls.iter().rposition(joins) {
-                Some(at) => &mut self.tool_calls[at].1,
-                None => {
-                    self.tool_calls.push((index, ToolCall::default()));
-                    let last = self.tool_calls.len() - 1;
-                    &mut self.tool_calls[last].1
+            let last = self.last_call_at_index.get(&index).copied();
+            let at = match (last, id) {
+                (Some(at), None) => Some(at),
+                (Some(at), Some(id))
+                    if self.tool_calls[at]
+                        .1
+                        .id
+                        .as_deref()
+                        .is_none_or(|own| own == id) =>
+                {
+                    Some(at)
                 }
+                (_, Some(id)) => self.call_with_id.get(&(index, id.to_owned())).copied(),
+                (None, None) => None,
             };
+            let at = at.unwrap_or_else(|| {
+                self.tool_calls.push((index, ToolCall::default()));
+                self.tool_calls.len() - 1
+            });
+            self.last_call_at_index.insert(index, at);
+            let slot = &mut self.tool_calls[at].1;
             if let Some(id) = id {
-                slot.id.get_or_insert_with(|| id.to_owned());
+                if slot.id.is_none() {
+                    slot.id = Some(id.to_owned());
+                    self.call_with_id.insert((index, id.to_owned()), at);
+                }
             }
             if let Some(kind) = raw::non_null(call.kind) {
                 slot.kind.get_or_insert_with(|| kind.get().to_owned());
@@ -305,6 +321,25 @@ mod tests {
                 r#"[{"id":"call_a","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Oslo\"}"}},"#,
                 r#"{"id":"call_b","type":"function","function":{"name":"time","arguments":"{}"}},"#,
                 r#"{"id":"call_c","type":"function","function":{"name":"date","arguments":"{}"}}]"#
+            ))
+        );
+    }
+
+    #[test]
+    fn interleaved_fragments_at_one_index_join_the_call_their_id_names() {
+        let mut acc = StreamAccumulator::new();
+        for data in [
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","function":{"name":"a","arguments":"{\"x\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_b","function":{"name":"b","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","function":{"arguments":"1}"}}]}}]}"#,
+        ] {
+            acc.push(data).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(
+            acc.finish().tool_calls.as_deref(),
+            Some(concat!(
+                r#"[{"id":"call_a","type":"function","function":{"name":"a","arguments":"{\"x\":1}"}},"#,
+                r#"{"id":"call_b","type":"function","function":{"name":"b","arguments":"{}"}}]"#
             ))
         );
     }
