@@ -15,7 +15,7 @@ mod turns;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
-use axum::extract::MatchedPath;
+use axum::extract::{MatchedPath, State};
 use axum::http::Method;
 use axum::http::{HeaderName, Request};
 use axum::middleware::{self, Next};
@@ -37,8 +37,14 @@ const QUERY_ROUTES: [&str; 4] = [
 ];
 
 /// A query string on a route that takes none is refused, like an unknown field in a body:
-/// a client that thinks it is setting something should hear that it is not.
-async fn refuse_unexpected_query(request: axum::extract::Request, next: Next) -> Response {
+/// a client that thinks it is setting something should hear that it is not. On `/v1` routes
+/// the key is checked first, as every other check of such a request comes after it: a client
+/// without a valid key hears 401 (or 429), whatever else is wrong with its request.
+async fn refuse_unexpected_query(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
     let has_query = request.uri().query().is_some_and(|q| !q.is_empty());
     let takes_query = request.method() == Method::GET
         && request
@@ -46,6 +52,12 @@ async fn refuse_unexpected_query(request: axum::extract::Request, next: Next) ->
             .get::<MatchedPath>()
             .is_some_and(|path| QUERY_ROUTES.contains(&path.as_str()));
     if has_query && !takes_query {
+        if request.uri().path().starts_with("/v1/") {
+            let authorization = request.headers().get(axum::http::header::AUTHORIZATION);
+            if let Err(refused) = state.auth.authenticate(&state.storage, authorization).await {
+                return refused.into_response();
+            }
+        }
         return ApiError::invalid("this route takes no query parameters").into_response();
     }
     next.run(request).await
@@ -67,7 +79,10 @@ pub fn router(state: AppState) -> Router {
             "/metrics",
             axum::routing::get(crate::telemetry::metrics::render),
         )
-        .route_layer(middleware::from_fn(refuse_unexpected_query))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_unexpected_query,
+        ))
         .route_layer(middleware::from_fn(crate::telemetry::metrics::track_http))
         .fallback(|method: Method| async move {
             // Routed requests are counted by `track_http`; the rest under one label.

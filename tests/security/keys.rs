@@ -457,3 +457,46 @@ async fn a_non_loopback_bind_starts_once_a_key_exists_even_revoked() {
         .await;
     assert_eq!(resp.status, 200, "{resp:?}");
 }
+
+// A request with a query string its route does not take is refused 400, but only once its
+// key is checked: without a valid key it hears 401, as for every other mistake in it. Routes
+// that need no key refuse the query string at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_query_string_is_refused_after_the_key_check() {
+    let app = spawn_app().await;
+    let key = create_key(&app.db_url, "a", "ta").await;
+    let owner = keyed(&app.base, &key.key);
+    let thread = id_of(
+        &owner
+            .send_text(Method::POST, "/v1/threads", "{}")
+            .await
+            .expect(201),
+    );
+    let anonymous = Api::new(&app.base);
+    let stray = [
+        (Method::GET, format!("/v1/threads/{thread}?colour=red")),
+        (Method::POST, "/v1/threads?colour=red".to_owned()),
+        (Method::DELETE, format!("/v1/threads/{thread}?colour=red")),
+    ];
+    for (method, path) in &stray {
+        let resp = try_raw(&anonymous, method.clone(), path, &[], None)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 401, "{method} {path} without a key: {resp:?}");
+        assert_unauthorized(&resp);
+        let resp = try_raw(
+            &anonymous,
+            method.clone(),
+            path,
+            &[("authorization", format!("Bearer {}", key.key).into_bytes())],
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status, 400, "{method} {path} with the key: {resp:?}");
+    }
+    // Nothing was deleted by the refused DELETE.
+    owner.thread(&thread).await;
+    let resp = anonymous.get("/healthz?colour=red").await;
+    assert_eq!(resp.status, 400, "{resp:?}");
+}
