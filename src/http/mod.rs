@@ -27,6 +27,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use axum::extract::FromRequestParts;
+use extract::Tenant;
 
 /// The routes that read a query string (on GET): lists and the context preview.
 const QUERY_ROUTES: [&str; 4] = [
@@ -53,8 +55,9 @@ async fn refuse_unexpected_query(
             .is_some_and(|path| QUERY_ROUTES.contains(&path.as_str()));
     if has_query && !takes_query {
         if request.uri().path().starts_with("/v1/") {
-            let authorization = request.headers().get(axum::http::header::AUTHORIZATION);
-            if let Err(refused) = state.auth.authenticate(&state.storage, authorization).await {
+            // The handlers' own key check (the `Tenant` extractor), run here first.
+            let (mut parts, _) = request.into_parts();
+            if let Err(refused) = Tenant::from_request_parts(&mut parts, &state).await {
                 return refused.into_response();
             }
         }

@@ -131,10 +131,11 @@ impl Storage {
                 "an in-memory database is not supported: give a file, e.g. sqlite://threadkeeper.db".into(),
             ));
         }
+        // The writer's log writes are gathered into one call per commit (gathered_wal.rs).
+        gathered_wal::register().map_err(Error::Internal)?;
         // Each write in a group commit runs in its own savepoint, whose sub-journal (the
         // pages' contents before the savepoint) would otherwise spill to a temporary file
         // past 64 KiB: a pwrite per page journaled, on the writer's critical path.
-        gathered_wal::register().map_err(Error::Internal)?;
         let mut write = options
             .clone()
             .vfs(gathered_wal::NAME)

@@ -142,17 +142,16 @@ impl Storage {
     /// busy: deleting it would pull the rows from under the running turn.
     pub async fn delete_thread(&self, tenant: &str, thread_id: &str) -> Result<Claim<()>, Error> {
         let tenant = tenant.to_owned();
-        let owned_id = thread_id.to_owned();
+        let id = thread_id.to_owned();
         let deleted = self
             .write(move |tx| {
-                let thread_id = owned_id;
-                match lease_state(tx, &tenant, &thread_id, ids::now_millis())?.lease {
+                match lease_state(tx, &tenant, &id, ids::now_millis())?.lease {
                     Lease::Missing => return Ok(Claim::NotFound),
                     Lease::Held => return Ok(Claim::Busy),
                     Lease::Free | Lease::Expired(_) => {}
                 }
                 tx.prepare_cached("DELETE FROM threads WHERE id = ? AND tenant = ?")?
-                    .execute(params![thread_id, tenant])?;
+                    .execute(params![id, tenant])?;
                 Ok(Claim::Done(()))
             })
             .await?;
