@@ -111,7 +111,7 @@ impl Storage {
         let id = id.to_owned();
         self.write(move |tx| {
             tx.prepare_cached("DELETE FROM service_keys WHERE id = ?")?
-                .execute([id])?;
+                .execute([&id])?;
             Ok(())
         })
         .await

@@ -211,17 +211,18 @@ impl Storage {
     ) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&Tx) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&Tx) -> Result<T, Error> + Send + 'static,
     {
         self.writer.write_short(durability, bytes, operation).await
     }
 
     /// Runs a write operation in the writer's next batch (group commit); returns once the
-    /// batch's transaction is durable.
+    /// batch's transaction is durable. The operation writes only to the database: it runs
+    /// again if another write of its batch fails (see `Writer`).
     async fn write<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&Tx) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&Tx) -> Result<T, Error> + Send + 'static,
     {
         self.writer.write(operation).await
     }

@@ -130,7 +130,7 @@ impl Storage {
         let tenant = tenant.to_owned();
         let thread_id = thread_id.to_owned();
         self.write(move |tx| {
-            if tx.execute(&sql, params_from_iter(values))? == 0 {
+            if tx.execute(&sql, params_from_iter(&values))? == 0 {
                 return Ok(None);
             }
             fetch_thread(tx, &tenant, &thread_id)

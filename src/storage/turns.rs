@@ -131,7 +131,7 @@ impl Storage {
         tenant: &str,
         thread_id: &str,
         begin: BeginTurn,
-        decide: impl FnOnce(&ThreadRecord) -> Result<(String, O), E> + Send + 'static,
+        mut decide: impl FnMut(&ThreadRecord) -> Result<(String, O), E> + Send + 'static,
     ) -> Result<Begun<O, E>, Error>
     where
         O: Send + 'static,
@@ -405,12 +405,12 @@ impl Storage {
                     interrupt(tx, turn_id, &now)?;
                     status = "interrupted".to_owned();
                 }
-                let (base, shared, rest, chain) = match (&stored_request, split) {
+                let (base, shared, rest, chain) = match (&stored_request, &split) {
                     (Some(request), Some((Some((base, shared)), rest_len, chain)))
                         if expected_incarnation.as_deref() == Some(incarnation.as_str()) =>
                     {
                         let rest = &request[request.len() - rest_len..];
-                        (Some(base), Some(shared), Some(rest), chain)
+                        (Some(base.as_str()), Some(*shared), Some(rest), *chain)
                     }
                     (Some(request), _) => (None, None, Some(&request[..]), 0),
                     (None, _) => (None, None, None, 0),
@@ -519,7 +519,7 @@ impl Storage {
                 Ok(Closed::Stored {
                     reply_seq: reply.map(|(seq, _)| seq),
                     opening,
-                    completed_at: now,
+                    completed_at: now.clone(),
                     incarnation,
                     chain,
                 })
@@ -758,7 +758,7 @@ use exchange_columns;
 /// bytes of turn `base`'s request, or whole), and the rest of the audit record.
 struct Exchange<'a> {
     rest: Option<&'a str>,
-    base: Option<String>,
+    base: Option<&'a str>,
     shared: Option<i64>,
     audit: &'a AuditRecord,
     response_is_json: i64,
@@ -767,7 +767,7 @@ struct Exchange<'a> {
 impl<'a> Exchange<'a> {
     fn new(
         rest: Option<&'a str>,
-        base: Option<String>,
+        base: Option<&'a str>,
         shared: Option<i64>,
         audit: &'a AuditRecord,
     ) -> Self {

@@ -4,8 +4,13 @@
 //!
 //! With `synchronous=FULL` a commit costs an fsync, so committing turns one by one caps the
 //! rate at the disk's fsync rate. Here a batch takes whatever writes are queued (up to
-//! `MAX_BATCH`), runs each inside its own SAVEPOINT (a write that fails is rolled back alone;
-//! the others still commit), commits once, then replies to all. Writes that need no fsync of
+//! `MAX_BATCH`), runs them one after another in one transaction, commits once, then replies to
+//! all. A write that fails is rolled back alone and the others still commit: the batch is
+//! then rolled back and run again with each write inside its own SAVEPOINT. Writes are
+//! closures that can run twice (`FnMut`, writing only to the database) for that. Savepoints
+//! are not used up front because each costs a copy of every page its write touches (the
+//! savepoint's journal) and three statements: about 6 % of the service's CPU at c=64
+//! (BENCHMARKS.md), for writes that almost never fail. Writes that need no fsync of
 //! their own (a turn's opening write) are split off and committed and answered first, so
 //! they never wait for the durable writes' fsync. A write never waits for a batch to fill:
 //! an idle writer commits a lone write at once.
@@ -57,7 +62,8 @@ const SHORT_WRITE: usize = 64 << 10;
 const STATEMENT_CACHE: usize = 64;
 
 type Output = Result<Box<dyn Any + Send>, Error>;
-type Operation = Box<dyn FnOnce(&rusqlite::Connection) -> Output + Send>;
+/// A write: it may run a second time, after its batch was rolled back (see `commit_batch`).
+type Operation = Box<dyn FnMut(&rusqlite::Connection) -> Output + Send>;
 /// A write's reply channel with what to send on it.
 type Answer = (oneshot::Sender<Output>, Output);
 
@@ -152,10 +158,12 @@ impl Writer {
     }
 
     /// Runs `operation` inside the next batch's transaction; returns once it is durable.
+    /// `operation` writes only to the database: it runs a second time if another write of
+    /// its batch fails (see `commit_batch`).
     pub(super) async fn write<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
         self.submit(operation, true).await
     }
@@ -172,7 +180,7 @@ impl Writer {
     ) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
         let sync = durability == Durability::Synced;
         if bytes > SHORT_WRITE {
@@ -185,9 +193,9 @@ impl Writer {
     }
 
     /// Commits `operation` on this thread if the writer is idle; gives it back otherwise.
-    fn try_here<T, F>(&self, operation: F, sync: bool) -> Result<Result<T, Error>, F>
+    fn try_here<T, F>(&self, mut operation: F, sync: bool) -> Result<Result<T, Error>, F>
     where
-        F: FnOnce(&rusqlite::Connection) -> Result<T, Error>,
+        F: FnMut(&rusqlite::Connection) -> Result<T, Error>,
     {
         // Queued writes go first: they were sent earlier, and the writer would batch them.
         if self.shared.queued.load(Ordering::Acquire) != 0 {
@@ -219,10 +227,10 @@ impl Writer {
         Ok(output)
     }
 
-    async fn submit<T, F>(&self, operation: F, sync: bool) -> Result<T, Error>
+    async fn submit<T, F>(&self, mut operation: F, sync: bool) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let run: Operation = Box::new(move |conn| {
@@ -523,56 +531,94 @@ impl Session {
             begun = self.db.execute_batch("BEGIN IMMEDIATE");
         }
         if let Err(e) = begun {
-            let answers = batch
-                .drain(..)
-                .map(|job| (job.reply, Err(for_each_write(&e))))
-                .collect();
-            return (answers, Some(e));
+            return (answer_all(batch, &e), Some(e));
         }
         if batch.len() == 1 {
             let answers = batch
                 .drain(..)
-                .map(|job| {
+                .map(|mut job| {
                     let output = unwound(|| (job.run)(&self.db));
                     (job.reply, self.end_alone(output))
                 })
                 .collect();
             return (answers, None);
         }
-        let mut done: Vec<Answer> = Vec::with_capacity(batch.len());
-        let mut jobs = batch.drain(..);
-        while let Some(job) = jobs.next() {
-            let output = in_savepoint(&self.db, job.run);
+        // Every write, one after another, without savepoints: a write that fails (rare: an
+        // error of SQLite's or a bug, refusals are answers) sends the batch to `isolated`.
+        let mut outputs: Vec<Output> = Vec::with_capacity(batch.len());
+        for job in batch.iter_mut() {
+            let output = unwound(|| (job.run)(&self.db));
             if self.db.is_autocommit() {
-                // SQLite rolled the whole transaction back itself (a full disk, an I/O
-                // error): the writes before this one went with it, and the ones after must
-                // not run in transactions of their own. All are answered with its error.
-                let error = match &output {
-                    Err(e) => copy_of(e),
-                    Ok(_) => Error::Internal("a write ended its batch's transaction".into()),
-                };
-                let answers = done
-                    .into_iter()
-                    .map(|(reply, _)| reply)
-                    .chain(std::iter::once(job.reply))
-                    .chain(jobs.map(|job| job.reply))
-                    .map(|reply| (reply, Err(copy_of(&error))))
-                    .collect();
-                return (answers, None);
+                return (lost_transaction(batch, output), None);
             }
-            done.push((job.reply, output));
+            if output.is_err() {
+                let rolled_back = self.db.execute_batch("ROLLBACK");
+                return match rolled_back.and_then(|()| self.begin(sync)) {
+                    Ok(()) => (self.isolated(batch), None),
+                    Err(e) => (answer_all(batch, &e), Some(e)),
+                };
+            }
+            outputs.push(output);
         }
         let answers = match self.db.execute_batch("COMMIT") {
-            Ok(()) => done,
+            Ok(()) => batch
+                .drain(..)
+                .zip(outputs)
+                .map(|(job, output)| (job.reply, output))
+                .collect(),
             Err(e) => {
                 let _ = self.db.execute_batch("ROLLBACK");
-                done.into_iter()
-                    .map(|(reply, _)| (reply, Err(for_each_write(&e))))
-                    .collect()
+                answer_all(batch, &e)
             }
         };
         (answers, None)
     }
+
+    /// Runs a batch again in the transaction just begun, each write inside its own savepoint,
+    /// so that the writes that fail are rolled back alone and the others still commit.
+    fn isolated(&mut self, batch: &mut Vec<Job>) -> Vec<Answer> {
+        let mut outputs: Vec<Output> = Vec::with_capacity(batch.len());
+        for job in batch.iter_mut() {
+            let output = in_savepoint(&self.db, &mut job.run);
+            if self.db.is_autocommit() {
+                return lost_transaction(batch, output);
+            }
+            outputs.push(output);
+        }
+        match self.db.execute_batch("COMMIT") {
+            Ok(()) => batch
+                .drain(..)
+                .zip(outputs)
+                .map(|(job, output)| (job.reply, output))
+                .collect(),
+            Err(e) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                answer_all(batch, &e)
+            }
+        }
+    }
+}
+
+/// SQLite rolled the whole transaction back itself (a full disk, an I/O error) during a
+/// write: the writes before it went with it, and the ones after must not run in
+/// transactions of their own. All are answered with its error.
+fn lost_transaction(batch: &mut Vec<Job>, output: Output) -> Vec<Answer> {
+    let error = match &output {
+        Err(e) => copy_of(e),
+        Ok(_) => Error::Internal("a write ended its batch's transaction".into()),
+    };
+    batch
+        .drain(..)
+        .map(|job| (job.reply, Err(copy_of(&error))))
+        .collect()
+}
+
+/// Every write of `batch` answered with the error that failed it whole.
+fn answer_all(batch: &mut Vec<Job>, e: &rusqlite::Error) -> Vec<Answer> {
+    batch
+        .drain(..)
+        .map(|job| (job.reply, Err(for_each_write(e))))
+        .collect()
 }
 
 /// The error that failed a whole batch, once for each of its writes. SQLite's code is kept,
@@ -612,7 +658,7 @@ fn unwound<T>(write: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
 }
 
 /// Runs one operation so that its failure undoes only its own writes.
-fn in_savepoint(db: &rusqlite::Connection, run: Operation) -> Output {
+fn in_savepoint(db: &rusqlite::Connection, run: &mut Operation) -> Output {
     db.prepare_cached("SAVEPOINT op")?.execute([])?;
     let output = unwound(|| run(db));
     if db.is_autocommit() {
@@ -855,6 +901,97 @@ mod tests {
         let waited = answered[1].1 - answered[0].1;
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
         assert_eq!(count(&path), 3);
+        storage.close().await;
+    }
+
+    // A batch runs its writes without savepoints; when one fails, the batch is rolled back
+    // and run again with a savepoint around each write: the failed writes (an error, a
+    // panic) leave nothing, the others commit once, and every write is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_fails_in_a_batch_is_rolled_back_alone() {
+        let (_dir, storage, path) = scratch().await;
+        let runs: Arc<[AtomicUsize; 6]> = Arc::new(Default::default());
+        let busy = occupy_writer(&storage, 500);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut tasks = Vec::new();
+        for value in 1..=5_i64 {
+            let storage = storage.clone();
+            let runs = runs.clone();
+            tasks.push(tokio::spawn(async move {
+                storage
+                    .write(move |tx: &Tx| {
+                        runs[value as usize].fetch_add(1, Ordering::Relaxed);
+                        tx.execute("INSERT INTO t VALUES (?)", [value])?;
+                        match value {
+                            2 => {
+                                tx.execute("INSERT INTO t VALUES (NULL)", [])?; // NOT NULL
+                                Ok(value)
+                            }
+                            4 => panic!("a bug inside a batched write"),
+                            _ => Ok(value),
+                        }
+                    })
+                    .await
+            }));
+            // Queued in this order, behind the busy write.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(busy.await.unwrap().unwrap(), 1);
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap().ok());
+        }
+        assert_eq!(answers, [Some(1), None, Some(3), None, Some(5)]);
+        let reader = rusqlite::Connection::open(&path).unwrap();
+        let values: Vec<i64> = reader
+            .prepare("SELECT v FROM t ORDER BY v")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            values,
+            [0, 1, 3, 5],
+            "each committed once, nothing of 2 or 4"
+        );
+        // Write 1 ran before the failure and again in the second run; 2 failed in the first
+        // run and ran again alone; the writes after it ran only in the second run.
+        let runs: Vec<usize> = runs[1..]
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(runs, [2, 2, 1, 1, 1]);
+        storage.close().await;
+    }
+
+    // Writes that all succeed run once each, in one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_of_writes_that_succeed_runs_each_once() {
+        let (_dir, storage, path) = scratch().await;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let busy = occupy_writer(&storage, 300);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let tasks: Vec<_> = (1..=8_i64)
+            .map(|value| {
+                let storage = storage.clone();
+                let runs = runs.clone();
+                tokio::spawn(async move {
+                    storage
+                        .write(move |tx: &Tx| {
+                            runs.fetch_add(1, Ordering::Relaxed);
+                            Ok(tx.execute("INSERT INTO t VALUES (?)", [value])?)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        assert_eq!(busy.await.unwrap().unwrap(), 1);
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 8);
+        assert_eq!(count(&path), 9);
         storage.close().await;
     }
 
