@@ -152,8 +152,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
         .prefix("threadkeeper-bench-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    // The fake upstream's runtime: one thread. The fake shares the two cores with the
+    // service and the clients; with two threads it took more of them (a second worker woken
+    // to steal work, and parallel answers crowding the service): four alternating pairs at
+    // c=64 read 4,807 against 4,501 turns/s with one, the bench's CPU per turn 0.082
+    // against 0.091 ms (BENCHMARKS.md). A real upstream costs this machine nothing.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("fake-upstream")
         .enable_all()
         .build()
