@@ -1,18 +1,18 @@
-//! A lean blocking HTTP/1.1 client: one keep-alive hyper connection driven by the calling
-//! thread's own current-thread runtime, so each load-generating client is one OS thread and
-//! its timings include no cross-thread hand-off.
+//! A lean blocking HTTP/1.1 client: one keep-alive connection per client, read and written
+//! with plain blocking socket calls on the calling thread, so each load-generating client is
+//! one OS thread and its timings include no cross-thread hand-off. Responses are parsed with
+//! `httparse` (hyper's parser); bodies are read by `Content-Length`, chunked, or to the end.
+//!
+//! Blocking calls rather than an async runtime per client: an answer costs a `write` and a
+//! `read` or two, where a runtime added a readiness wait (`epoll_wait`) and a read that
+//! found nothing per answer. The clients share the two cores with the service they measure
+//! (BENCHMARKS.md).
 
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tokio::runtime::Runtime;
 
 /// One answer, fully read.
 #[derive(Debug)]
@@ -61,80 +61,41 @@ pub struct StreamAnswer {
 }
 
 pub struct Client {
-    rt: Runtime,
     addr: SocketAddr,
     host: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    connection: Option<Connection>,
     timeout: Duration,
 }
 
 impl Client {
     /// A client of `addr`; connects lazily (and again after a connection failed).
     pub fn new(addr: SocketAddr, timeout: Duration) -> Result<Client, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot build a client runtime: {e}"))?;
         Ok(Client {
-            rt,
             addr,
             host: addr.to_string(),
-            sender: None,
+            connection: None,
             timeout,
         })
     }
 
     pub fn get(&mut self, path: &str) -> Result<Answer, String> {
-        self.send(Method::GET, path, None)
+        self.send("GET", path, None)
     }
 
     pub fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Result<Answer, String> {
-        self.send(Method::POST, path, Some(body.into()))
+        self.send("POST", path, Some(body.into()))
     }
 
-    pub fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<Answer, String> {
-        let request = self.request(method, path, body)?;
-        let Client {
-            rt,
-            addr,
-            sender,
-            timeout,
-            ..
-        } = self;
-        let result = rt.block_on(async {
-            let sender = ready(sender, *addr).await?;
-            tokio::time::timeout(*timeout, async {
-                let start = Instant::now();
-                let response = sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| format!("request failed: {e}"))?;
-                let status = response.status().as_u16();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("reading the answer failed: {e}"))?
-                    .to_bytes();
-                Ok(Answer {
-                    status,
-                    body,
-                    elapsed: start.elapsed(),
-                })
-            })
-            .await
-            .map_err(|_| format!("no complete answer within {timeout:?}"))?
-        });
-        if result.is_err() {
-            // The connection's state is unknown: start afresh next time.
-            self.sender = None;
-        }
-        result
+    fn send(&mut self, method: &str, path: &str, body: Option<Bytes>) -> Result<Answer, String> {
+        let mut collected = Vec::new();
+        let (status, elapsed) = self.exchange(method, path, body, &mut |data, _| {
+            collected.extend_from_slice(data);
+        })?;
+        Ok(Answer {
+            status,
+            body: Bytes::from(collected),
+            elapsed,
+        })
     }
 
     /// POSTs `body` and reads the answer as an event stream, timing each chunk event.
@@ -144,106 +105,350 @@ impl Client {
         body: impl Into<Bytes>,
         dialect: Dialect,
     ) -> Result<StreamAnswer, String> {
-        let request = self.request(Method::POST, path, Some(body.into()))?;
-        let Client {
-            rt,
-            addr,
-            sender,
-            timeout,
-            ..
-        } = self;
-        let result = rt.block_on(async {
-            let sender = ready(sender, *addr).await?;
-            tokio::time::timeout(*timeout, async {
-                let start = Instant::now();
-                let response = sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| format!("request failed: {e}"))?;
-                let mut answer = StreamAnswer {
-                    status: response.status().as_u16(),
-                    ..StreamAnswer::default()
-                };
-                let mut body = response.into_body();
-                let mut pending: Vec<u8> = Vec::new();
-                let mut raw: Vec<u8> = Vec::new();
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| format!("reading the stream failed: {e}"))?;
-                    let arrived = start.elapsed();
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if answer.status != 200 {
-                        raw.extend_from_slice(&data);
-                        continue;
-                    }
-                    pending.extend_from_slice(&data);
-                    while let Some(end) = find(&pending, b"\n\n") {
-                        let event: Vec<u8> = pending.drain(..end + 2).collect();
-                        classify(&event, dialect, arrived, &mut answer);
-                    }
-                }
-                if answer.status != 200 {
-                    answer.failure = Some(String::from_utf8_lossy(&raw).into_owned());
-                }
-                answer.elapsed = start.elapsed();
-                Ok(answer)
-            })
-            .await
-            .map_err(|_| format!("no complete stream within {timeout:?}"))?
-        });
-        if result.is_err() {
-            self.sender = None;
+        let mut answer = StreamAnswer::default();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut raw: Vec<u8> = Vec::new();
+        let (code, elapsed) = self.exchange("POST", path, Some(body.into()), &mut |data,
+                                                                                    (
+            code,
+            arrived,
+        )| {
+            if code != 200 {
+                raw.extend_from_slice(data);
+                return;
+            }
+            pending.extend_from_slice(data);
+            while let Some(end) = find(&pending, b"\n\n") {
+                let event: Vec<u8> = pending.drain(..end + 2).collect();
+                classify(&event, dialect, arrived, &mut answer);
+            }
+        })?;
+        answer.status = code;
+        if code != 200 {
+            answer.failure = Some(String::from_utf8_lossy(&raw).into_owned());
         }
-        result
+        answer.elapsed = elapsed;
+        Ok(answer)
     }
 
-    fn request(
-        &self,
-        method: Method,
+    /// Writes one request and reads its answer whole, handing each piece of the body to
+    /// `body` as it arrives, with the status and the time since the request was written.
+    /// Returns the status and the time to the last body byte. A connection kept from an
+    /// earlier answer that turns out closed before any of this answer arrived is replaced
+    /// once; after any other failure the connection is dropped (its state is unknown).
+    fn exchange(
+        &mut self,
+        method: &str,
         path: &str,
         body: Option<Bytes>,
-    ) -> Result<Request<Full<Bytes>>, String> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.host.as_str());
-        if body.is_some() {
-            builder = builder.header(CONTENT_TYPE, "application/json");
+        on_body: &mut OnBody,
+    ) -> Result<(u16, Duration), String> {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let Some(body) = &body {
+            request.push_str("Content-Type: application/json\r\n");
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
-        builder
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| format!("bad request {path}: {e}"))
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        if let Some(body) = &body {
+            bytes.extend_from_slice(body);
+        }
+        let deadline = Instant::now() + self.timeout;
+        for attempt in 0..2 {
+            let reused = self.connection.is_some();
+            let connection = match &mut self.connection {
+                Some(connection) => connection,
+                slot => slot.insert(Connection::open(self.addr)?),
+            };
+            let start = Instant::now();
+            match connection.exchange(&bytes, deadline, start, on_body) {
+                Ok((status, keep)) => {
+                    let elapsed = start.elapsed();
+                    if !keep {
+                        self.connection = None;
+                    }
+                    return Ok((status, elapsed));
+                }
+                Err(Failure::ClosedBeforeAnswer) if reused && attempt == 0 => {
+                    self.connection = None;
+                }
+                Err(failure) => {
+                    self.connection = None;
+                    return Err(failure.say(self.timeout));
+                }
+            }
+        }
+        Err(format!("the connection to {} kept closing", self.addr))
     }
 }
 
-/// The connection, (re)connected if there is none or it closed, ready for a request.
-async fn ready(
-    slot: &mut Option<SendRequest<Full<Bytes>>>,
-    addr: SocketAddr,
-) -> Result<&mut SendRequest<Full<Bytes>>, String> {
-    if slot.as_ref().is_none_or(|s| s.is_closed()) {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+/// Takes each piece of an answer's body as it arrives, with the answer's status and the time
+/// since its request was written.
+type OnBody<'a> = dyn FnMut(&[u8], (u16, Duration)) + 'a;
+
+/// Why an exchange failed.
+enum Failure {
+    /// The connection was closed (or reset) before any byte of the answer arrived.
+    ClosedBeforeAnswer,
+    TimedOut,
+    Other(String),
+}
+
+impl Failure {
+    fn say(self, timeout: Duration) -> String {
+        match self {
+            Failure::ClosedBeforeAnswer => "the connection closed before an answer".into(),
+            Failure::TimedOut => format!("no complete answer within {timeout:?}"),
+            Failure::Other(message) => message,
+        }
+    }
+}
+
+/// One keep-alive connection and what was read from it beyond the last answer.
+struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    /// `buffer[read..filled]` is read from the socket and not yet consumed.
+    read: usize,
+    filled: usize,
+}
+
+const READ_SIZE: usize = 64 << 10;
+
+impl Connection {
+    fn open(addr: SocketAddr) -> Result<Connection, String> {
+        let stream =
+            TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         stream
             .set_nodelay(true)
             .map_err(|e| format!("set_nodelay: {e}"))?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake with {addr} failed: {e}"))?;
-        // Driven by this thread's runtime whenever a request is in progress.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        *slot = Some(sender);
+        Ok(Connection {
+            stream,
+            buffer: vec![0; READ_SIZE],
+            read: 0,
+            filled: 0,
+        })
     }
-    let sender = slot.as_mut().ok_or_else(|| "no connection".to_owned())?;
-    sender
-        .ready()
-        .await
-        .map_err(|e| format!("connection to {addr} not usable: {e}"))?;
-    Ok(sender)
+
+    /// Returns the status and whether the connection can carry another request.
+    fn exchange(
+        &mut self,
+        request: &[u8],
+        deadline: Instant,
+        start: Instant,
+        on_body: &mut OnBody,
+    ) -> Result<(u16, bool), Failure> {
+        self.stream
+            .set_write_timeout(Some(remaining(deadline)?))
+            .map_err(|e| Failure::Other(format!("set_write_timeout: {e}")))?;
+        if let Err(e) = self.stream.write_all(request) {
+            return Err(match e.kind() {
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => Failure::ClosedBeforeAnswer,
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => Failure::TimedOut,
+                _ => Failure::Other(format!("writing the request failed: {e}")),
+            });
+        }
+        // The head.
+        let (status, framing, keep) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&self.buffer[self.read..self.filled]) {
+                Ok(httparse::Status::Complete(length)) => {
+                    let status = response.code.unwrap_or(0);
+                    let (framing, keep) = framing_of(&response)?;
+                    self.read += length;
+                    break (status, framing, keep);
+                }
+                Ok(httparse::Status::Partial) => {
+                    let got_any = self.filled > self.read;
+                    if self.fill(deadline)? == 0 {
+                        return Err(if got_any {
+                            Failure::Other("the connection closed inside the answer's head".into())
+                        } else {
+                            Failure::ClosedBeforeAnswer
+                        });
+                    }
+                }
+                Err(e) => return Err(Failure::Other(format!("bad answer head: {e}"))),
+            }
+        };
+        let mut deliver = |data: &[u8]| on_body(data, (status, start.elapsed()));
+        let keep = match framing {
+            Framing::Length(mut left) => {
+                while left > 0 {
+                    if self.read == self.filled && self.fill(deadline)? == 0 {
+                        return Err(Failure::Other("the connection closed inside a body".into()));
+                    }
+                    let take = left.min(self.filled - self.read);
+                    deliver(&self.buffer[self.read..self.read + take]);
+                    self.read += take;
+                    left -= take;
+                }
+                keep
+            }
+            Framing::Chunked => {
+                self.chunks(deadline, &mut deliver)?;
+                keep
+            }
+            Framing::ToEnd => {
+                loop {
+                    if self.read < self.filled {
+                        deliver(&self.buffer[self.read..self.filled]);
+                        self.read = self.filled;
+                    }
+                    if self.fill(deadline)? == 0 {
+                        break;
+                    }
+                }
+                false
+            }
+        };
+        if !keep {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+        Ok((status, keep))
+    }
+
+    /// Reads a chunked body to its end (the last chunk and the trailers).
+    fn chunks(&mut self, deadline: Instant, deliver: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(&self.buffer[self.read..self.filled]) {
+                    Ok(httparse::Status::Complete((length, size))) => {
+                        self.read += length;
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) => self.fill_more(deadline)?,
+                    Err(_) => return Err(Failure::Other("bad chunk size".into())),
+                }
+            };
+            if size == 0 {
+                // Trailers (none expected), up to the blank line.
+                loop {
+                    match find(&self.buffer[self.read..self.filled], b"\r\n") {
+                        Some(0) => {
+                            self.read += 2;
+                            return Ok(());
+                        }
+                        Some(end) => self.read += end + 2,
+                        None => self.fill_more(deadline)?,
+                    }
+                }
+            }
+            let mut left = usize::try_from(size)
+                .map_err(|_| Failure::Other(format!("chunk too large: {size}")))?;
+            while left > 0 {
+                if self.read == self.filled {
+                    self.fill_more(deadline)?;
+                }
+                let take = left.min(self.filled - self.read);
+                deliver(&self.buffer[self.read..self.read + take]);
+                self.read += take;
+                left -= take;
+            }
+            while self.filled - self.read < 2 {
+                self.fill_more(deadline)?;
+            }
+            if &self.buffer[self.read..self.read + 2] != b"\r\n" {
+                return Err(Failure::Other("a chunk does not end with CRLF".into()));
+            }
+            self.read += 2;
+        }
+    }
+
+    /// `fill`, where the end of the connection is an error (the body is not complete).
+    fn fill_more(&mut self, deadline: Instant) -> Result<(), Failure> {
+        match self.fill(deadline)? {
+            0 => Err(Failure::Other(
+                "the connection closed inside a chunked body".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads what the socket has (waiting for it until `deadline`) after the unread bytes;
+    /// returns how many bytes came (0: the connection was closed).
+    fn fill(&mut self, deadline: Instant) -> Result<usize, Failure> {
+        if self.read == self.filled {
+            self.read = 0;
+            self.filled = 0;
+        } else if self.filled == self.buffer.len() {
+            if self.read > 0 {
+                self.buffer.copy_within(self.read..self.filled, 0);
+                self.filled -= self.read;
+                self.read = 0;
+            } else {
+                let grown = self.buffer.len() * 2;
+                self.buffer.resize(grown, 0);
+            }
+        }
+        self.stream
+            .set_read_timeout(Some(remaining(deadline)?))
+            .map_err(|e| Failure::Other(format!("set_read_timeout: {e}")))?;
+        loop {
+            match self.stream.read(&mut self.buffer[self.filled..]) {
+                Ok(n) => {
+                    self.filled += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(Failure::TimedOut)
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(0),
+                Err(e) => return Err(Failure::Other(format!("reading the answer failed: {e}"))),
+            }
+        }
+    }
+}
+
+/// How an answer's body is delimited.
+enum Framing {
+    Length(usize),
+    Chunked,
+    /// By the end of the connection.
+    ToEnd,
+}
+
+/// The body's framing and whether the connection stays open after this answer.
+fn framing_of(response: &httparse::Response) -> Result<(Framing, bool), Failure> {
+    let mut length = None;
+    let mut chunked = false;
+    let mut keep = response.version == Some(1);
+    for header in response.headers.iter() {
+        let value = std::str::from_utf8(header.value).unwrap_or("").trim();
+        if header.name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| Failure::Other(format!("bad Content-Length: {value}")))?,
+            );
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().ends_with("chunked");
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            keep = !value.eq_ignore_ascii_case("close");
+        }
+    }
+    let status = response.code.unwrap_or(0);
+    let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(length) = length {
+        Framing::Length(length)
+    } else {
+        keep = false;
+        Framing::ToEnd
+    };
+    Ok((framing, keep))
+}
+
+/// Time left before `deadline` (never zero: a zero timeout means none to the socket).
+fn remaining(deadline: Instant) -> Result<Duration, Failure> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left),
+        _ => Err(Failure::TimedOut),
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -283,8 +488,140 @@ fn classify(event: &[u8], dialect: Dialect, arrived: Duration, answer: &mut Stre
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    /// A server on loopback that reads one request per answer in `answers` (each sent as the
+    /// given pieces, a little apart) on the first connection, then, if `close_between`,
+    /// closes it after the first answer and serves the rest on the next connection. Returns
+    /// the requests it read.
+    fn serve(
+        answers: Vec<Vec<&'static [u8]>>,
+        close_between: bool,
+    ) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            let (mut socket, _) = listener.accept().unwrap();
+            for (i, pieces) in answers.into_iter().enumerate() {
+                if close_between && i == 1 {
+                    drop(socket);
+                    socket = listener.accept().unwrap().0;
+                }
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                // Head, then the body by its Content-Length.
+                while !request.ends_with(b"\r\n\r\n") {
+                    socket.read_exact(&mut byte).unwrap();
+                    request.push(byte[0]);
+                }
+                let head = String::from_utf8(request.clone()).unwrap();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                let mut body = vec![0u8; length];
+                socket.read_exact(&mut body).unwrap();
+                requests.push(head + &String::from_utf8(body).unwrap());
+                for piece in pieces {
+                    socket.write_all(piece).unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            requests
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn reads_answers_by_length_chunked_and_to_the_end_on_one_connection() {
+        let (addr, server) = serve(
+            vec![
+                vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe", b"llo"],
+                vec![
+                    b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r",
+                    b"\n1",
+                    b"0;ext=1\r\n0123456789abcdef\r\n0\r\nX-Trailer: t\r\n\r\n",
+                ],
+                vec![b"HTTP/1.1 204 No Content\r\n\r\n"],
+                vec![
+                    b"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\nthe end",
+                    b" of it",
+                ],
+            ],
+            false,
+        );
+        let mut client = Client::new(addr, Duration::from_secs(5)).unwrap();
+        let first = client.post("/one", r#"{"a":1}"#).unwrap();
+        assert_eq!((first.status, &first.body[..]), (200, &b"hello"[..]));
+        let second = client.get("/two").unwrap();
+        assert_eq!(second.status, 201);
+        assert_eq!(&second.body[..], b"abc0123456789abcdef");
+        let third = client.get("/three").unwrap();
+        assert_eq!((third.status, third.body.len()), (204, 0));
+        let fourth = client.get("/four").unwrap();
+        assert_eq!(
+            (fourth.status, &fourth.body[..]),
+            (500, &b"the end of it"[..])
+        );
+        let requests = server.join().unwrap();
+        assert!(requests[0].starts_with("POST /one HTTP/1.1\r\n"));
+        assert!(requests[0].contains("Content-Length: 7\r\n"));
+        assert!(requests[0].ends_with("\r\n\r\n{\"a\":1}"));
+        assert!(requests[1].starts_with("GET /two HTTP/1.1\r\n"));
+        assert!(
+            client.connection.is_none(),
+            "closed after Connection: close"
+        );
+    }
+
+    #[test]
+    fn a_kept_connection_found_closed_is_replaced_once() {
+        let (addr, server) = serve(
+            vec![
+                vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"],
+                vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"],
+            ],
+            true,
+        );
+        let mut client = Client::new(addr, Duration::from_secs(5)).unwrap();
+        assert_eq!(&client.get("/a").unwrap().body[..], b"a");
+        // The server closed the first connection after its answer.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(&client.get("/b").unwrap().body[..], b"b");
+        assert_eq!(server.join().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn streams_are_timed_event_by_event_and_a_silent_server_times_out() {
+        let (addr, server) = serve(
+            vec![vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"f\r\ndata: {\"a\":1}\n\n\r\n",
+                b"F\r\ndata: {\"b\":2}\n\n\r\n",
+                b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n",
+            ]],
+            false,
+        );
+        let mut client = Client::new(addr, Duration::from_secs(5)).unwrap();
+        let answer = client.stream("/s", "{}", Dialect::Upstream).unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.chunk_times.len(), 2);
+        assert!(answer.completed);
+        assert!(answer.chunk_times[1] > answer.chunk_times[0]);
+        server.join().unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut silent =
+            Client::new(listener.local_addr().unwrap(), Duration::from_millis(200)).unwrap();
+        let started = Instant::now();
+        let error = silent.get("/never").unwrap_err();
+        assert!(error.contains("no complete answer within"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 
     #[test]
     fn classifies_service_and_upstream_events() {
