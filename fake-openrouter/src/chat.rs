@@ -20,7 +20,7 @@ use crate::render::{respond, Head, Plan, Step, JSON, SSE};
 use crate::reply::{Reply, ReplyKind, SseEvent, GENERATED_PADDING, PADDING_UNIT};
 use crate::request::{self, ChatRequest};
 use crate::server::ConnCtl;
-use crate::state::{Inner, Memory, RecordedRequest, Shared};
+use crate::state::{Inner, Memory, Received, Shared};
 use crate::{strict, FakeConfig};
 
 /// OpenRouter's real answer to a request without an API key.
@@ -36,24 +36,20 @@ pub(crate) async fn chat_completions(
     let authorization = headers
         .get(AUTHORIZATION)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    let plan = decide(&shared, uri.path(), &body, authorization);
+    let plan = decide(&shared, uri.path(), body, authorization);
     respond(plan, conn.map(|Extension(conn)| conn)).await
 }
 
 /// Choose the answer and record the request, atomically with respect to other requests.
-fn decide(shared: &Shared, path: &str, body: &[u8], authorization: Option<String>) -> Plan {
-    let text = std::str::from_utf8(body);
+fn decide(shared: &Shared, path: &str, body: Bytes, authorization: Option<String>) -> Plan {
+    let text = std::str::from_utf8(&body);
     let mut inner = shared.lock();
     let plan = match text {
         Ok(text) => answer(&mut inner, &shared.config, text, authorization.as_deref()),
         Err(_) => Plan::json(400, error_body(400, "Request body is not valid UTF-8")),
     };
-    inner.requests.push(RecordedRequest {
-        // Checked once above; only a body that is not UTF-8 is read lossily.
-        body: match text {
-            Ok(text) => text.to_owned(),
-            Err(_) => String::from_utf8_lossy(body).into_owned(),
-        },
+    inner.requests.push(Received {
+        body,
         authorization,
         path: path.to_owned(),
         reply_status: plan.recorded_status(),

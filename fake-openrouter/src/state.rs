@@ -5,6 +5,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
+
 use crate::reply::Reply;
 use crate::FakeConfig;
 
@@ -37,10 +39,31 @@ pub(crate) struct Memory {
     pub reasoning_tool_calls: HashSet<String>,
 }
 
+/// A request as recorded: its body is the received buffer itself (shared, not copied: the
+/// benchmark's fake records every request of its load), read as text when asked for.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub body: Bytes,
+    pub authorization: Option<String>,
+    pub path: String,
+    pub reply_status: u16,
+}
+
+impl Received {
+    fn recorded(&self) -> RecordedRequest {
+        RecordedRequest {
+            body: String::from_utf8_lossy(&self.body).into_owned(),
+            authorization: self.authorization.clone(),
+            path: self.path.clone(),
+            reply_status: self.reply_status,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub queue: VecDeque<Reply>,
-    pub requests: Vec<RecordedRequest>,
+    pub requests: Vec<Received>,
     pub strict: bool,
     pub memory: Memory,
 }
@@ -76,7 +99,11 @@ impl Shared {
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().requests.clone()
+        self.lock()
+            .requests
+            .iter()
+            .map(Received::recorded)
+            .collect()
     }
 
     pub fn set_strict(&self, strict: bool) {
