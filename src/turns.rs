@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, instrument, warn, Instrument};
 
 use crate::app::AppState;
-use crate::domain::context::{build_request, resolve};
+use crate::domain::context::{build_request_after, resolve};
 use crate::domain::ids;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord};
 use crate::domain::turn::TurnRequest;
@@ -405,7 +405,14 @@ async fn call_and_store(
             }
         },
     };
-    let body = build_request(thread, &messages, options);
+    // Usually the thread's last request with this turn's messages added (see there).
+    let previous = state.storage.previous_request(&thread.id);
+    let (body, layout) = build_request_after(
+        previous.as_ref().map(|(body, layout)| (&**body, layout)),
+        thread,
+        &messages,
+        options,
+    );
     stages.context_us = micros(building);
     let calling = Instant::now();
     let exchange = state.upstream.complete(body, sink.as_ref()).await;
@@ -431,6 +438,7 @@ async fn call_and_store(
         outcome,
         audit: exchange.audit,
         latency_ms,
+        layout: Some(layout),
     };
     let finished = store_closing(state, &thread.id, turn_id, closing).await;
     stages.store_reply_us = micros(storing);
@@ -553,6 +561,8 @@ async fn end_as_failed(
         },
         audit,
         latency_ms,
+        // The next request is built whole.
+        layout: None,
     };
     match state.storage.finish_turn(thread_id, turn_id, failed).await {
         Ok(Finished::Interrupted) => ApiError::TurnInterrupted {

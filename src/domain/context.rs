@@ -5,6 +5,8 @@
 //! their exact bytes: providers reject reasoning blocks that were altered or dropped.
 
 use std::borrow::Borrow;
+use std::ops::Range;
+use std::sync::{Arc, Weak};
 
 use serde_json::value::RawValue;
 
@@ -79,26 +81,145 @@ pub fn build_request<M: Borrow<MessageRecord>>(
     messages: &[M],
     options: &ResolvedOptions,
 ) -> String {
-    let capacity = 256
-        + thread.system.as_ref().map_or(0, String::len)
-        + messages
-            .iter()
-            .map(|m| {
-                let m = m.borrow();
-                64 + m.content.as_ref().map_or(0, String::len)
-                    + m.tool_calls.as_ref().map_or(0, String::len)
-                    + m.reasoning.as_ref().map_or(0, String::len)
-                    + m.reasoning_details.as_ref().map_or(0, String::len)
-            })
-            .sum::<usize>();
+    compose(thread, messages, options).0
+}
+
+/// Where a built request's messages lie in it, so that the thread's next request can be
+/// built by appending to it (`build_request_after`).
+#[derive(Clone, Debug)]
+pub struct RequestLayout {
+    /// Bytes before its first message: `{"model":…,"messages":[` and the system entry.
+    head: usize,
+    /// Bytes after its last message: `]` and the options.
+    tail: usize,
+    /// How many of the context's messages it holds, and the last of them (not kept alive
+    /// by this: only compared with the next context's, as the same object).
+    messages: usize,
+    last: Weak<MessageRecord>,
+    replay: ReasoningReplay,
+}
+
+/// `build_request` for a context given as the messages the context cache shares, reusing
+/// `previous` (the thread's last request as built, and its layout) when the context starts
+/// with the very messages that request was built from and the options would write its head
+/// and tail alike: the new request is then the previous one with the added messages written
+/// before its tail. The bytes are the same as `build_request`'s (checked in debug builds and
+/// by the tests); what is saved is writing the whole context again on every turn, most of
+/// the body (BENCHMARKS.md).
+///
+/// The context cache extends a thread's context by sharing the messages it already holds,
+/// and messages never change once stored, so a context whose message at the previous
+/// request's last position is the same object as that request's last message starts with
+/// the same messages. A context read again (a cache miss, a thread imported again) holds
+/// new objects and is written whole.
+pub fn build_request_after(
+    previous: Option<(&str, &RequestLayout)>,
+    thread: &ThreadRecord,
+    messages: &[Arc<MessageRecord>],
+    options: &ResolvedOptions,
+) -> (String, RequestLayout) {
+    if let Some(spliced) =
+        previous.and_then(|(body, layout)| append_to(body, layout, thread, messages, options))
+    {
+        debug_assert_eq!(
+            spliced.0,
+            build_request(thread, messages, options),
+            "a request built by appending differs from one built whole"
+        );
+        return spliced;
+    }
+    let (body, items) = compose(thread, messages, options);
+    let layout = layout_of(&body, items, messages, options);
+    (body, layout)
+}
+
+fn layout_of(
+    body: &str,
+    items: Range<usize>,
+    messages: &[Arc<MessageRecord>],
+    options: &ResolvedOptions,
+) -> RequestLayout {
+    RequestLayout {
+        head: items.start,
+        tail: body.len() - items.end,
+        messages: messages.len(),
+        last: messages.last().map(Arc::downgrade).unwrap_or_default(),
+        replay: options.replay,
+    }
+}
+
+/// The thread's next request, as `previous` followed by the messages added since; `None`
+/// when `previous` cannot be reused.
+fn append_to(
+    previous: &str,
+    layout: &RequestLayout,
+    thread: &ThreadRecord,
+    messages: &[Arc<MessageRecord>],
+    options: &ResolvedOptions,
+) -> Option<(String, RequestLayout)> {
+    let reused = layout.messages;
+    if reused == 0 || reused > messages.len() || layout.replay != options.replay {
+        return None;
+    }
+    let last = layout.last.upgrade()?;
+    if !Arc::ptr_eq(&last, &messages[reused - 1]) {
+        return None;
+    }
+    // The head and tail these options write (model, system prompt, reasoning, params…).
+    let (empty, items) = compose::<&MessageRecord>(thread, &[], options);
+    let (head, tail) = (&empty[..items.start], &empty[items.end..]);
+    let items_end = previous.len().checked_sub(layout.tail)?;
+    if layout.head != head.len()
+        || layout.tail != tail.len()
+        || previous.get(..layout.head)? != head
+        || previous.get(items_end..)? != tail
+    {
+        return None;
+    }
+    let added = &messages[reused..];
+    let mut body = String::with_capacity(previous.len() + added_size(added));
+    body.push_str(&previous[..items_end]);
+    for message in added {
+        // `reused` >= 1: every added message follows another entry.
+        body.push(',');
+        ObjectWriter::append_object(&mut body, |m| context_message(m, message, options));
+    }
+    let end = body.len();
+    body.push_str(tail);
+    let layout = layout_of(&body, layout.head..end, messages, options);
+    Some((body, layout))
+}
+
+/// About the bytes `messages` take in a request (to size its buffer once).
+fn added_size<M: Borrow<MessageRecord>>(messages: &[M]) -> usize {
+    messages
+        .iter()
+        .map(|m| {
+            let m = m.borrow();
+            96 + m.content.as_ref().map_or(0, String::len)
+                + m.tool_calls.as_ref().map_or(0, String::len)
+                + m.reasoning.as_ref().map_or(0, String::len)
+                + m.reasoning_details.as_ref().map_or(0, String::len)
+        })
+        .sum()
+}
+
+/// The request body, and where its messages (after the system entry) lie in it.
+fn compose<M: Borrow<MessageRecord>>(
+    thread: &ThreadRecord,
+    messages: &[M],
+    options: &ResolvedOptions,
+) -> (String, Range<usize>) {
+    let capacity = 256 + thread.system.as_ref().map_or(0, String::len) + added_size(messages);
     let mut body = ObjectWriter::with_capacity(capacity);
     body.string("model", &options.model);
 
     let system = thread.system.as_deref().map(Entry::System);
+    let from = usize::from(system.is_some());
     let entries = system
         .into_iter()
         .chain(messages.iter().map(|m| Entry::Message(m.borrow())));
-    body.objects("messages", entries, |m, entry| match entry {
+    let items = body.objects_from("messages", entries, from, |m, entry| match entry {
         Entry::System(system) => {
             m.string("role", "system").string("content", system);
         }
@@ -116,7 +237,7 @@ pub fn build_request<M: Borrow<MessageRecord>>(
     if options.stream {
         body.bool("stream", true);
     }
-    body.finish()
+    (body.finish(), items)
 }
 
 /// One entry of the request's `messages`.
@@ -260,5 +381,95 @@ mod tests {
         assert!(body.contains(r#""session_id":"mine""#));
         assert!(!body.contains("0190d3a0"));
         assert!(body.starts_with(r#"{"model":"x/y""#));
+    }
+
+    fn user(text: &str) -> Arc<MessageRecord> {
+        Arc::new(MessageRecord {
+            role: "user".into(),
+            content: Some(format!("{text:?}")),
+            ..Default::default()
+        })
+    }
+
+    /// A conversation as the context cache grows it: each turn's context shares the
+    /// messages of the one before, and each request is built after the previous one.
+    #[test]
+    fn requests_built_by_appending_are_the_requests_built_whole() {
+        let same = options(Overrides::default());
+        let other_model = options(Overrides {
+            model: Some("anthropic/claude-sonnet-4".into()),
+            ..Default::default()
+        });
+        let all = options(Overrides {
+            reasoning_replay: Some(ReasoningReplay::All),
+            ..Default::default()
+        });
+        let streaming = ResolvedOptions {
+            stream: true,
+            ..same.clone()
+        };
+        let mut no_system = thread();
+        no_system.system = None;
+        for thread in [thread(), no_system] {
+            let mut context: Vec<Arc<MessageRecord>> = Vec::new();
+            let mut previous: Option<(String, RequestLayout)> = None;
+            // (options of the turn, whether the previous request can be appended to)
+            let turns = [
+                (&same, false), // the first: nothing to append to
+                (&same, true),
+                (&same, true),
+                (&other_model, false), // another head, and other replay decisions
+                (&other_model, true),
+                (&all, false),       // another replay rule
+                (&streaming, false), // another tail
+                (&same, false),
+                (&same, true),
+            ];
+            for (turn, (options, appended)) in turns.into_iter().enumerate() {
+                context.push(user(&format!("question {turn} \"quoted\"")));
+                let reused = previous
+                    .as_ref()
+                    .and_then(|(body, layout)| append_to(body, layout, &thread, &context, options));
+                assert_eq!(reused.is_some(), appended, "turn {turn}");
+                let (body, layout) = build_request_after(
+                    previous.as_ref().map(|(b, l)| (b.as_str(), l)),
+                    &thread,
+                    &context,
+                    options,
+                );
+                assert_eq!(
+                    body,
+                    build_request(&thread, &context, options),
+                    "turn {turn}"
+                );
+                serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("{e}"));
+                previous = Some((body, layout));
+                context.push(Arc::new(assistant("deepseek/deepseek-v3.2-exp")));
+            }
+        }
+    }
+
+    #[test]
+    fn a_context_read_again_is_written_whole() {
+        let options = options(Overrides::default());
+        let first = vec![user("one")];
+        let (body, layout) = build_request_after(None, &thread(), &first, &options);
+        // The same messages as new objects (a cache miss, a thread imported again): the
+        // previous request is not appended to, whatever it holds.
+        let again = vec![user("one"), user("two")];
+        assert!(append_to(&body, &layout, &thread(), &again, &options).is_none());
+        // Shared objects: appended to.
+        let grown = vec![first[0].clone(), user("two")];
+        assert!(append_to(&body, &layout, &thread(), &grown, &options).is_some());
+        // Fewer messages than the previous request held, or none: written whole.
+        assert!(append_to(&body, &layout, &thread(), &[], &options).is_none());
+        let (empty, none) = build_request_after(None, &thread(), &[], &options);
+        assert!(append_to(&empty, &none, &thread(), &grown, &options).is_none());
+        // Another system prompt: another head.
+        let mut prompted = thread();
+        prompted.system = Some("be thorough".into());
+        assert!(append_to(&body, &layout, &prompted, &grown, &options).is_none());
+        let (whole, _) = build_request_after(Some((&body, &layout)), &prompted, &grown, &options);
+        assert_eq!(whole, build_request(&prompted, &grown, &options));
     }
 }

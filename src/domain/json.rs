@@ -159,6 +159,42 @@ impl ObjectWriter {
         self
     }
 
+    /// `objects`, returning where the items from the `from`-th on lie in the output: from
+    /// the separator before that item to the end of the last one (empty, just before the
+    /// `]`, when there are no more than `from` items).
+    pub fn objects_from<T>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = T>,
+        from: usize,
+        mut write: impl FnMut(&mut ObjectWriter, T),
+    ) -> std::ops::Range<usize> {
+        let mut start = None;
+        let mut index = 0;
+        self.objects(key, items, |item, value| {
+            if index == from {
+                // The item's `{`, and its separator when it has one, are already written.
+                start = Some(item.out.len() - 1 - usize::from(from > 0));
+            }
+            index += 1;
+            write(item, value);
+        });
+        let end = self.out.len() - 1;
+        start.unwrap_or(end)..end
+    }
+
+    /// Appends one object to `out`, written by `write` in place.
+    pub fn append_object(out: &mut String, write: impl FnOnce(&mut ObjectWriter)) {
+        out.push('{');
+        let mut item = ObjectWriter {
+            out: std::mem::take(out),
+            empty: true,
+        };
+        write(&mut item);
+        item.out.push('}');
+        *out = item.out;
+    }
+
     pub fn finish(mut self) -> String {
         self.out.push('}');
         self.out

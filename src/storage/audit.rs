@@ -8,6 +8,7 @@
 //! these bytes". Reads rebuild it byte for byte. A chain is at most `MAX_CHAIN` long: then,
 //! or when nothing useful is shared, or after a restart, the request is stored whole.
 
+use crate::domain::context::RequestLayout;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub(super) struct LastRequest {
     /// The thread's incarnation when it was stored: a later request is stored as a
     /// difference from this one only in the same incarnation.
     pub incarnation: Arc<str>,
+    /// Where its messages lie, when the next request may be built by appending to it.
+    pub layout: Option<RequestLayout>,
 }
 
 /// A turn's request as stored: base turn, shared bytes, the rest.
@@ -186,6 +189,7 @@ mod tests {
             body: body.into(),
             chain,
             incarnation: "i".into(),
+            layout: None,
         }
     }
 

@@ -221,7 +221,9 @@ fn allocated(len: usize) -> usize {
 /// Bytes a thread's last request holds: its text (in an `Arc`, with its two counts) and its
 /// turn id.
 fn request_size(request: &LastRequest) -> usize {
-    allocated(request.body.len() + 16) + allocated(request.turn_id.len())
+    allocated(request.body.len() + 16)
+        + allocated(request.turn_id.len())
+        + std::mem::size_of::<crate::domain::context::RequestLayout>()
 }
 
 /// Bytes a message holds, near enough for a budget: its own allocation (in an `Arc`, with
@@ -319,6 +321,7 @@ mod tests {
             body: "r".repeat(one).into(),
             chain: 0,
             incarnation: "i".into(),
+            layout: None,
         };
         cache.put("a", context("a", 2, 1000));
         cache.put_last_request("a", request("t1"));

@@ -16,6 +16,7 @@ use super::messages::{insert_message_at, insert_messages};
 use super::rows::{self, Named, MESSAGE_COLUMNS, TURN_REPLAY_COLUMNS, TURN_SUMMARY_COLUMNS};
 use super::threads::{thread_for_turn, Lease, ThreadState};
 use super::{owner, row_in_thread, thread_of_tenant, Durability, Error, Storage, Tx};
+use crate::domain::context::RequestLayout;
 use crate::domain::ids;
 use crate::domain::message::NewMessage;
 use crate::domain::records::{AuditRecord, MessageRecord, ThreadRecord, TurnRecord, UsageTotals};
@@ -75,6 +76,9 @@ pub struct Closing {
     pub outcome: TurnOutcome,
     pub audit: AuditRecord,
     pub latency_ms: i64,
+    /// Where the messages lie in the request sent (`audit.request`), kept with it for the
+    /// thread's next request (`Storage::previous_request`).
+    pub layout: Option<RequestLayout>,
 }
 
 /// A closing transaction that did not commit.
@@ -304,6 +308,14 @@ impl Storage {
         }
     }
 
+    /// The thread's last request as sent, with where its messages lie, when this process
+    /// keeps it (the context cache): its next request may be built by appending to it
+    /// (`domain::context::build_request_after`).
+    pub fn previous_request(&self, thread_id: &str) -> Option<(Arc<str>, RequestLayout)> {
+        let last = self.contexts.last_request(thread_id)?;
+        Some((last.body, last.layout?))
+    }
+
     /// Extends a running turn's lease; false when the lease is no longer this turn's.
     pub async fn renew_lease(
         &self,
@@ -339,6 +351,7 @@ impl Storage {
             outcome,
             mut audit,
             latency_ms,
+            layout,
         } = closing;
         let now = ids::now();
         let thread_id = thread_id.to_owned();
@@ -535,6 +548,7 @@ impl Storage {
                         outcome,
                         audit,
                         latency_ms,
+                        layout,
                     }
                 });
                 return Err(NotFinished { error, closing });
@@ -608,6 +622,7 @@ impl Storage {
                 body,
                 chain,
                 incarnation: incarnation.into(),
+                layout,
             };
             self.contexts.put_last_request(&cache_key, last);
         }
