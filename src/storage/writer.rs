@@ -525,10 +525,12 @@ impl Session {
         let mut begun = self.begin(sync);
         if begun.is_err() && !self.db.is_autocommit() {
             // A transaction left open by a failed ROLLBACK would refuse every later batch:
-            // close it and try once more. (Not after a busy timeout: that would wait it out
-            // twice.)
+            // close it and try once more, switching `synchronous` as this batch needs (it
+            // cannot be switched inside a transaction: a plain BEGIN here could commit
+            // durable writes without their fsync). (Not after a busy timeout: that would
+            // wait it out twice.)
             let _ = self.db.execute_batch("ROLLBACK");
-            begun = self.db.execute_batch("BEGIN IMMEDIATE");
+            begun = self.begin(sync);
         }
         if let Err(e) = begun {
             return (answer_all(batch, &e), Some(e));
@@ -579,7 +581,17 @@ impl Session {
     fn isolated(&mut self, batch: &mut Vec<Job>) -> Vec<Answer> {
         let mut outputs: Vec<Output> = Vec::with_capacity(batch.len());
         for job in batch.iter_mut() {
-            let output = in_savepoint(&self.db, &mut job.run);
+            let output = match in_savepoint(&self.db, &mut job.run) {
+                Ok(output) => output,
+                // The savepoint could not be taken, rolled back to or released: the
+                // write's changes may still be in the transaction, so nothing of it commits.
+                Err(e) => {
+                    if !self.db.is_autocommit() {
+                        let _ = self.db.execute_batch("ROLLBACK");
+                    }
+                    return answer_all(batch, &e);
+                }
+            };
             if self.db.is_autocommit() {
                 return lost_transaction(batch, output);
             }
@@ -657,20 +669,21 @@ fn unwound<T>(write: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     })
 }
 
-/// Runs one operation so that its failure undoes only its own writes.
-fn in_savepoint(db: &rusqlite::Connection, run: &mut Operation) -> Output {
+/// Runs one operation so that its failure undoes only its own writes. The outer error: the
+/// savepoint itself failed, and what the operation wrote may not have been undone.
+fn in_savepoint(db: &rusqlite::Connection, run: &mut Operation) -> rusqlite::Result<Output> {
     db.prepare_cached("SAVEPOINT op")?.execute([])?;
     let output = unwound(|| run(db));
     if db.is_autocommit() {
         // SQLite ended the whole transaction (a full disk, an I/O error): there is no
         // savepoint left, and the write's own error says why (the batch answers it).
-        return output;
+        return Ok(output);
     }
     if output.is_err() {
         db.prepare_cached("ROLLBACK TO op")?.execute([])?;
     }
     db.prepare_cached("RELEASE op")?.execute([])?;
-    output
+    Ok(output)
 }
 
 #[cfg(test)]
@@ -962,6 +975,49 @@ mod tests {
             .map(|r| r.load(Ordering::Relaxed))
             .collect();
         assert_eq!(runs, [2, 2, 1, 1, 1]);
+        storage.close().await;
+    }
+
+    // When a failed write's savepoint cannot be rolled back to (here the write released it
+    // itself), its changes may be in the transaction: the batch is rolled back whole and
+    // every write answered with the error, rather than committing them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_that_cannot_be_undone_alone_takes_its_batch_with_it() {
+        let (_dir, storage, path) = scratch().await;
+        let busy = occupy_writer(&storage, 300);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let queued = |value: i64| {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                storage
+                    .write(move |tx: &Tx| {
+                        if value == 7 {
+                            let _ = tx.execute_batch("RELEASE op");
+                        }
+                        tx.execute("INSERT INTO t VALUES (?)", [value])?;
+                        match value {
+                            7 => Err(Error::Internal("failed after writing".into())),
+                            _ => Ok(value),
+                        }
+                    })
+                    .await
+            })
+        };
+        let before = queued(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let failing = queued(7);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let after = queued(2);
+        assert_eq!(busy.await.unwrap().unwrap(), 1);
+        for task in [before, failing, after] {
+            assert!(task.await.unwrap().is_err());
+        }
+        assert_eq!(count(&path), 1, "only the busy write's row");
+        storage
+            .write(|tx: &Tx| Ok(tx.execute("INSERT INTO t VALUES (3)", [])?))
+            .await
+            .unwrap();
+        assert_eq!(count(&path), 2, "the writer goes on");
         storage.close().await;
     }
 
