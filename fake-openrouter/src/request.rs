@@ -51,15 +51,25 @@ pub(crate) fn parse(body: &str) -> Result<ChatRequest, String> {
         return Err(format!("messages[{index}] must be an object"));
     }
     let messages: Vec<MessageHead> = messages.into_iter().filter_map(|m| m.0).collect();
-    let users: Vec<&MessageHead> = messages.iter().filter(|m| m.role_is_user).collect();
-    let last_is_user = messages.last().is_some_and(|m| m.role_is_user);
-    let model = value_of(fields.model)
+    let mut users = Vec::new();
+    for message in &messages {
+        if let Some(role) = message.role {
+            if is_user(body, role)? {
+                users.push(message);
+            }
+        }
+    }
+    let last_is_user = users
+        .last()
+        .zip(messages.last())
+        .is_some_and(|(user, last)| std::ptr::eq(*user, last));
+    let model = value_of(body, fields.model)?
         .as_ref()
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
         .unwrap_or(DEFAULT_MODEL)
         .to_owned();
-    let tool_to_call = value_of(fields.tools)
+    let tool_to_call = value_of(body, fields.tools)?
         .as_ref()
         .and_then(Value::as_array)
         .and_then(|tools| tools.first())
@@ -67,14 +77,15 @@ pub(crate) fn parse(body: &str) -> Result<ChatRequest, String> {
         .and_then(Value::as_str)
         .filter(|_| last_is_user)
         .map(str::to_owned);
+    let last_user_text = match users.last() {
+        Some(user) => text_of(value_of(body, user.content)?.as_ref()),
+        None => String::new(),
+    };
     Ok(ChatRequest {
         model,
-        stream: value_of(fields.stream) == Some(Value::Bool(true)),
-        reasoning: reasoning_shown(value_of(fields.reasoning).as_ref()),
-        last_user_text: users
-            .last()
-            .map(|m| text_of(value_of(m.content).as_ref()))
-            .unwrap_or_default(),
+        stream: value_of(body, fields.stream)? == Some(Value::Bool(true)),
+        reasoning: reasoning_shown(value_of(body, fields.reasoning)?.as_ref()),
+        last_user_text,
         user_turns: users.len(),
         tool_to_call,
         body_len: body.len(),
@@ -85,16 +96,32 @@ fn invalid_json(e: &serde_json::Error) -> String {
     format!("Invalid JSON in request body: {e}")
 }
 
-/// A kept field's value, parsed now that it is known to be needed (it is valid JSON already).
-fn value_of(raw: Option<&RawValue>) -> Option<Value> {
-    raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
+/// A kept field's value, parsed now that it is known to be needed. Skipping checked its
+/// syntax but not all of it (escapes, numbers' range): what `Value` refuses in a field the
+/// fake reads is answered as the whole body's invalid JSON, as before.
+fn value_of(body: &str, raw: Option<&RawValue>) -> Result<Option<Value>, String> {
+    raw.map(|raw| serde_json::from_str(raw.get()).map_err(|_| whole_body_error(body)))
+        .transpose()
 }
 
 /// Whether a role is the string "user" (however it is escaped).
-fn is_user(role: &RawValue) -> bool {
+fn is_user(body: &str, role: &RawValue) -> Result<bool, String> {
     let raw = role.get();
-    raw == "\"user\""
-        || (raw.contains('\\') && serde_json::from_str::<String>(raw).is_ok_and(|r| r == "user"))
+    if raw == "\"user\"" {
+        return Ok(true);
+    }
+    if raw.starts_with('"') && !raw.contains('\\') {
+        return Ok(false); // a plain string, and not "user"
+    }
+    Ok(value_of(body, Some(role))? == Some(Value::from("user")))
+}
+
+/// The error `Value` finds in the whole body (where it reports it).
+fn whole_body_error(body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Err(e) => invalid_json(&e),
+        Ok(_) => "Invalid JSON in request body".to_owned(),
+    }
 }
 
 /// The rest of a visitor that takes any JSON value and answers `$other` for every kind it does
@@ -177,7 +204,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
 struct Message<'a>(Option<MessageHead<'a>>);
 
 struct MessageHead<'a> {
-    role_is_user: bool,
+    role: Option<&'a RawValue>,
     content: Option<&'a RawValue>,
 }
 
@@ -225,12 +252,12 @@ impl<'de: 'a, 'a> Visitor<'de> for MessageVisit<'a> {
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Message<'a>, M::Error> {
         let mut head = MessageHead {
-            role_is_user: false,
+            role: None,
             content: None,
         };
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
-                "role" => head.role_is_user = is_user(map.next_value()?),
+                "role" => head.role = Some(map.next_value()?),
                 "content" => head.content = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -381,18 +408,26 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"q"}],"extra":[1,2,}"#,
             r#"{"messages":[{"role":"user","content":"q"}]} trailing"#,
             r#"{"messages":[{"role":"user","content":"unterminated}]}"#,
+            // What `Value` refuses in the fields the fake reads: refused alike.
+            r#"{"messages":[{"role":"user","content":"hi \ud800"}]}"#,
+            r#"{"messages":[{"role":"\ud800","content":"q"}]}"#,
+            r#"{"messages":[{"role":1e400,"content":"q"}]}"#,
+            r#"{"messages":[{"role":"user","content":"q"}],"reasoning":{"effort":"none","x":1e400}}"#,
+            r#"{"messages":[{"role":"user","content":"q"}],"tools":[{"function":{"name":"f"},"n":1e400}]}"#,
+            r#"{"messages":[{"role":"user","content":"q"}],"model":"\udc00","stream":1e999}"#,
         ];
         for body in bodies {
             assert_eq!(parse(body), parse_through_value(body), "{body}");
         }
-        // Two differences, both on OpenRouter's side (its JSON parser is JavaScript's), in
-        // fields the fake does not read: a number too large for a double is accepted (read as
+        // Differences only in fields the fake does not read, all on OpenRouter's side (its
+        // JSON parser is JavaScript's): a number too large for a double is accepted (read as
         // Infinity), and so is nesting deeper than serde_json's limit of 128 (skipped without
-        // recursion); `Value` refused both.
+        // recursion); `Value` refused both. (A lone surrogate escape there too.)
         let huge = r#"{"messages":[{"role":"user","content":"q"}],"n":1e400}"#;
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let deep = format!(r#"{{"messages":[{{"role":"user","content":"q"}}],"x":{deep}}}"#);
-        for body in [huge, deep.as_str()] {
+        let surrogate = r#"{"messages":[{"role":"user","content":"q","x":"\ud800"}]}"#;
+        for body in [huge, deep.as_str(), surrogate] {
             assert!(parse(body).is_ok() && parse_through_value(body).is_err());
         }
     }
