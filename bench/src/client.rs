@@ -10,6 +10,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -134,8 +135,9 @@ impl Client {
     /// Writes one request and reads its answer whole, handing each piece of the body to
     /// `body` as it arrives, with the status and the time since the request was written.
     /// Returns the status and the time to the last body byte. A connection kept from an
-    /// earlier answer that turns out closed before any of this answer arrived is replaced
-    /// once; after any other failure the connection is dropped (its state is unknown).
+    /// earlier answer is checked first and replaced if the other side closed it; a request
+    /// is sent once (a connection that fails after it was written may have delivered it).
+    /// After a failure the connection is dropped (its state is unknown).
     fn exchange(
         &mut self,
         method: &str,
@@ -154,31 +156,29 @@ impl Client {
             bytes.extend_from_slice(body);
         }
         let deadline = Instant::now() + self.timeout;
-        for attempt in 0..2 {
-            let reused = self.connection.is_some();
-            let connection = match &mut self.connection {
-                Some(connection) => connection,
-                slot => slot.insert(Connection::open(self.addr)?),
-            };
-            let start = Instant::now();
-            match connection.exchange(&bytes, deadline, start, on_body) {
-                Ok((status, keep)) => {
-                    let elapsed = start.elapsed();
-                    if !keep {
-                        self.connection = None;
-                    }
-                    return Ok((status, elapsed));
-                }
-                Err(Failure::ClosedBeforeAnswer) if reused && attempt == 0 => {
+        if self.connection.as_ref().is_some_and(|c| !c.is_open()) {
+            self.connection = None;
+        }
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            slot => {
+                slot.insert(Connection::open(self.addr, deadline).map_err(|f| f.say(self.timeout))?)
+            }
+        };
+        let start = Instant::now();
+        match connection.exchange(&bytes, deadline, start, on_body) {
+            Ok((status, keep)) => {
+                let elapsed = start.elapsed();
+                if !keep {
                     self.connection = None;
                 }
-                Err(failure) => {
-                    self.connection = None;
-                    return Err(failure.say(self.timeout));
-                }
+                Ok((status, elapsed))
+            }
+            Err(failure) => {
+                self.connection = None;
+                Err(failure.say(self.timeout))
             }
         }
-        Err(format!("the connection to {} kept closing", self.addr))
     }
 }
 
@@ -216,18 +216,42 @@ struct Connection {
 const READ_SIZE: usize = 64 << 10;
 
 impl Connection {
-    fn open(addr: SocketAddr) -> Result<Connection, String> {
+    fn open(addr: SocketAddr, deadline: Instant) -> Result<Connection, Failure> {
         let stream =
-            TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            TcpStream::connect_timeout(&addr, remaining(deadline)?).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut => Failure::TimedOut,
+                    _ => Failure::Other(format!("cannot connect to {addr}: {e}")),
+                }
+            })?;
         stream
             .set_nodelay(true)
-            .map_err(|e| format!("set_nodelay: {e}"))?;
+            .map_err(|e| Failure::Other(format!("set_nodelay: {e}")))?;
         Ok(Connection {
             stream,
             buffer: vec![0; READ_SIZE],
             read: 0,
             filled: 0,
         })
+    }
+
+    /// Whether a kept connection can carry a request: the other side has not closed it,
+    /// and it holds no bytes beyond the last answer. One non-blocking peek.
+    fn is_open(&self) -> bool {
+        if self.read != self.filled {
+            return false;
+        }
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local buffer on this connection's own socket.
+        let peeked = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        peeked < 0 && std::io::Error::last_os_error().kind() == ErrorKind::WouldBlock
     }
 
     /// Returns the status and whether the connection can carry another request.
@@ -243,7 +267,6 @@ impl Connection {
             .map_err(|e| Failure::Other(format!("set_write_timeout: {e}")))?;
         if let Err(e) = self.stream.write_all(request) {
             return Err(match e.kind() {
-                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => Failure::ClosedBeforeAnswer,
                 ErrorKind::WouldBlock | ErrorKind::TimedOut => Failure::TimedOut,
                 _ => Failure::Other(format!("writing the request failed: {e}")),
             });
@@ -395,7 +418,6 @@ impl Connection {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     return Err(Failure::TimedOut)
                 }
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(0),
                 Err(e) => return Err(Failure::Other(format!("reading the answer failed: {e}"))),
             }
         }
@@ -579,7 +601,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_connection_found_closed_is_replaced_once() {
+    fn a_kept_connection_found_closed_is_replaced_before_sending() {
         let (addr, server) = serve(
             vec![
                 vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"],
@@ -593,6 +615,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(&client.get("/b").unwrap().body[..], b"b");
         assert_eq!(server.join().unwrap().len(), 2);
+    }
+
+    // A connection that fails after the request was written may have delivered it: the
+    // request is not sent again.
+    #[test]
+    fn a_request_is_not_sent_again_when_its_connection_fails() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                socket.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            drop(socket); // read, then gone without an answer
+            listener.set_nonblocking(true).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            listener.accept().is_ok()
+        });
+        let mut client = Client::new(addr, Duration::from_secs(5)).unwrap();
+        assert!(client.get("/once").is_err());
+        assert!(
+            !server.join().unwrap(),
+            "the request was sent a second time"
+        );
     }
 
     #[test]
