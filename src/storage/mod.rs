@@ -133,9 +133,10 @@ impl Storage {
         }
         // The writer's log writes are gathered into one call per commit (gathered_wal.rs).
         gathered_wal::register().map_err(Error::Internal)?;
-        // Each write in a group commit runs in its own savepoint, whose sub-journal (the
-        // pages' contents before the savepoint) would otherwise spill to a temporary file
-        // past 64 KiB: a pwrite per page journaled, on the writer's critical path.
+        // Savepoints (a batch run again after one of its writes failed) and SQLite's own
+        // statement journals keep the pages' contents before them in a sub-journal, which
+        // would otherwise spill to a temporary file past 64 KiB: a pwrite per page
+        // journaled, on the writer's critical path.
         let mut write = options
             .clone()
             .vfs(gathered_wal::NAME)
