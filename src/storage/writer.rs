@@ -562,18 +562,7 @@ impl Session {
             }
             outputs.push(output);
         }
-        let answers = match self.db.execute_batch("COMMIT") {
-            Ok(()) => batch
-                .drain(..)
-                .zip(outputs)
-                .map(|(job, output)| (job.reply, output))
-                .collect(),
-            Err(e) => {
-                let _ = self.db.execute_batch("ROLLBACK");
-                answer_all(batch, &e)
-            }
-        };
-        (answers, None)
+        (self.commit(batch, outputs), None)
     }
 
     /// Runs a batch again in the transaction just begun, each write inside its own savepoint,
@@ -597,6 +586,12 @@ impl Session {
             }
             outputs.push(output);
         }
+        self.commit(batch, outputs)
+    }
+
+    /// Commits a batch's transaction: each write answered with its output, or all with the
+    /// error that failed the commit.
+    fn commit(&self, batch: &mut Vec<Job>, outputs: Vec<Output>) -> Vec<Answer> {
         match self.db.execute_batch("COMMIT") {
             Ok(()) => batch
                 .drain(..)
@@ -721,6 +716,14 @@ mod tests {
         })
     }
 
+    /// The values in `t`, in order.
+    fn values(path: &std::path::Path) -> Vec<i64> {
+        let reader = rusqlite::Connection::open(path).unwrap();
+        let mut select = reader.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let values = select.query_map([], |r| r.get(0)).unwrap();
+        values.collect::<Result<_, _>>().unwrap()
+    }
+
     fn count(path: &std::path::Path) -> i64 {
         let reader = rusqlite::Connection::open(path).unwrap();
         reader
@@ -823,14 +826,7 @@ mod tests {
             .write(|tx| Ok(tx.execute("INSERT INTO t VALUES (4)", [])?))
             .await
             .unwrap();
-        let reader = rusqlite::Connection::open(&path).unwrap();
-        let values: Vec<i64> = reader
-            .prepare("SELECT v FROM t ORDER BY v")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let values = values(&path);
         assert_eq!(values, [3, 4]);
         storage.close().await;
     }
@@ -955,14 +951,7 @@ mod tests {
             answers.push(task.await.unwrap().ok());
         }
         assert_eq!(answers, [Some(1), None, Some(3), None, Some(5)]);
-        let reader = rusqlite::Connection::open(&path).unwrap();
-        let values: Vec<i64> = reader
-            .prepare("SELECT v FROM t ORDER BY v")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let values = values(&path);
         assert_eq!(
             values,
             [0, 1, 3, 5],
