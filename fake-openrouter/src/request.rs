@@ -124,9 +124,9 @@ fn whole_body_error(body: &str) -> String {
     }
 }
 
-/// The rest of a visitor that takes any JSON value and answers `$other` for every kind it does
-/// not read (an array is read through, so that what follows it is still checked; `no_seq`
-/// leaves arrays to the visitor).
+/// The rest of a visitor that takes any JSON value (what it expects, for serde's messages)
+/// and answers `$other` for every kind it does not read (an array is read through, so that
+/// what follows it is still checked; `no_seq` leaves arrays to the visitor).
 macro_rules! not_an_object {
     ($other:expr) => {
         not_an_object!($other, no_seq);
@@ -136,6 +136,9 @@ macro_rules! not_an_object {
         }
     };
     ($other:expr, no_seq) => {
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
         fn visit_unit<E>(self) -> Result<Self::Value, E> {
             Ok($other)
         }
@@ -180,9 +183,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
         struct Visit<'a>(PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
             type Value = Messages<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
             fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Messages<'a>, S::Error> {
                 let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(0));
                 while let Some(message) = seq.next_element()? {
@@ -213,9 +213,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
         struct Visit<'a>(PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
             type Value = Top<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Top<'a>, M::Error> {
                 let mut fields = Fields::default();
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
@@ -247,9 +244,6 @@ struct MessageVisit<'a>(PhantomData<&'a ()>);
 
 impl<'de: 'a, 'a> Visitor<'de> for MessageVisit<'a> {
     type Value = Message<'a>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Message<'a>, M::Error> {
         let mut head = MessageHead {
             role: None,

@@ -705,15 +705,20 @@ mod tests {
         storage: &Storage,
         millis: u64,
     ) -> tokio::task::JoinHandle<Result<usize, Error>> {
-        let storage = storage.clone();
-        tokio::spawn(async move {
-            storage
-                .write(move |tx: &Tx| {
-                    std::thread::sleep(Duration::from_millis(millis));
-                    Ok(tx.execute("INSERT INTO t VALUES (0)", [])?)
-                })
-                .await
+        spawn_write(storage, move |tx: &Tx| {
+            std::thread::sleep(Duration::from_millis(millis));
+            Ok(tx.execute("INSERT INTO t VALUES (0)", [])?)
         })
+    }
+
+    /// Sends `write` to the writer from a task of its own.
+    fn spawn_write<T, F>(storage: &Storage, write: F) -> tokio::task::JoinHandle<Result<T, Error>>
+    where
+        T: Send + 'static,
+        F: FnMut(&Tx) -> Result<T, Error> + Send + 'static,
+    {
+        let storage = storage.clone();
+        tokio::spawn(async move { storage.write(write).await })
     }
 
     /// The values in `t`, in order.
@@ -924,23 +929,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut tasks = Vec::new();
         for value in 1..=5_i64 {
-            let storage = storage.clone();
             let runs = runs.clone();
-            tasks.push(tokio::spawn(async move {
-                storage
-                    .write(move |tx: &Tx| {
-                        runs[value as usize].fetch_add(1, Ordering::Relaxed);
-                        tx.execute("INSERT INTO t VALUES (?)", [value])?;
-                        match value {
-                            2 => {
-                                tx.execute("INSERT INTO t VALUES (NULL)", [])?; // NOT NULL
-                                Ok(value)
-                            }
-                            4 => panic!("a bug inside a batched write"),
-                            _ => Ok(value),
-                        }
-                    })
-                    .await
+            tasks.push(spawn_write(&storage, move |tx: &Tx| {
+                runs[value as usize].fetch_add(1, Ordering::Relaxed);
+                tx.execute("INSERT INTO t VALUES (?)", [value])?;
+                match value {
+                    2 => {
+                        tx.execute("INSERT INTO t VALUES (NULL)", [])?; // NOT NULL
+                        Ok(value)
+                    }
+                    4 => panic!("a bug inside a batched write"),
+                    _ => Ok(value),
+                }
             }));
             // Queued in this order, behind the busy write.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -976,20 +976,15 @@ mod tests {
         let busy = occupy_writer(&storage, 300);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let queued = |value: i64| {
-            let storage = storage.clone();
-            tokio::spawn(async move {
-                storage
-                    .write(move |tx: &Tx| {
-                        if value == 7 {
-                            let _ = tx.execute_batch("RELEASE op");
-                        }
-                        tx.execute("INSERT INTO t VALUES (?)", [value])?;
-                        match value {
-                            7 => Err(Error::Internal("failed after writing".into())),
-                            _ => Ok(value),
-                        }
-                    })
-                    .await
+            spawn_write(&storage, move |tx: &Tx| {
+                if value == 7 {
+                    let _ = tx.execute_batch("RELEASE op");
+                }
+                tx.execute("INSERT INTO t VALUES (?)", [value])?;
+                match value {
+                    7 => Err(Error::Internal("failed after writing".into())),
+                    _ => Ok(value),
+                }
             })
         };
         let before = queued(1);
@@ -1019,15 +1014,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let tasks: Vec<_> = (1..=8_i64)
             .map(|value| {
-                let storage = storage.clone();
                 let runs = runs.clone();
-                tokio::spawn(async move {
-                    storage
-                        .write(move |tx: &Tx| {
-                            runs.fetch_add(1, Ordering::Relaxed);
-                            Ok(tx.execute("INSERT INTO t VALUES (?)", [value])?)
-                        })
-                        .await
+                spawn_write(&storage, move |tx: &Tx| {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    Ok(tx.execute("INSERT INTO t VALUES (?)", [value])?)
                 })
             })
             .collect();
@@ -1050,17 +1040,12 @@ mod tests {
         let busy = occupy_writer(&storage, 1_000);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let queued = |value: Option<i64>| {
-            let storage = storage.clone();
-            tokio::spawn(async move {
-                storage
-                    .write(move |tx: &Tx| match value {
-                        Some(value) => Ok(tx.execute("INSERT INTO t VALUES (?)", [value])?),
-                        None => {
-                            tx.execute_batch("ROLLBACK")?;
-                            Err(Error::Internal("the disk is full".into()))
-                        }
-                    })
-                    .await
+            spawn_write(&storage, move |tx: &Tx| match value {
+                Some(value) => Ok(tx.execute("INSERT INTO t VALUES (?)", [value])?),
+                None => {
+                    tx.execute_batch("ROLLBACK")?;
+                    Err(Error::Internal("the disk is full".into()))
+                }
             })
         };
         let before = queued(Some(1));
