@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{info, instrument, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::app::AppState;
 use crate::domain::context::{build_request_after, resolve};
@@ -245,7 +245,6 @@ pub async fn start_streaming_turn(
     }
 }
 
-#[instrument(skip_all, fields(thread_id = %thread_id, turn_id))]
 async fn drive(
     state: AppState,
     tenant: String,
@@ -256,7 +255,10 @@ async fn drive(
 ) -> ApiResult<FinishedTurn> {
     let started = Instant::now();
     let turn_id = ids::new_id();
-    tracing::Span::current().record("turn_id", turn_id.as_str());
+    // On the request's span (see `http::router`), so that every line of the turn names both.
+    let span = tracing::Span::current();
+    span.record("thread_id", thread_id.as_str());
+    span.record("turn_id", turn_id.as_str());
 
     // A thread this process is running a turn on is refused at once, without the database;
     // an idempotent repeat goes on, since it may be answered from its stored turn. (Another
@@ -315,7 +317,7 @@ async fn drive(
         store_input_us: micros(storing),
         ..Stages::default()
     };
-    info!(model = %options.model, inputs = input_ids.len(), stream = options.stream, "turn started");
+    debug!(model = %options.model, inputs = input_ids.len(), stream = options.stream, "turn started");
     if let Some(on_begun) = on_begun {
         let _ = on_begun.send((turn_id.clone(), input_ids));
     }
@@ -464,6 +466,7 @@ async fn call_and_store(
     } = stages;
     if let Some(failure) = failure {
         warn!(
+            model = %options.model,
             upstream_status = failure.upstream_status,
             attempts,
             store_input_us,
@@ -476,8 +479,14 @@ async fn call_and_store(
         return Err(ApiError::Turn(failure));
     }
     info!(
+        model = %options.model,
         latency_ms,
-        attempts, store_input_us, context_us, upstream_us, store_reply_us, "turn completed"
+        attempts,
+        store_input_us,
+        context_us,
+        upstream_us,
+        store_reply_us,
+        "turn completed"
     );
     Ok((turn, output))
 }

@@ -121,12 +121,16 @@ pub fn router(state: AppState) -> Router {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    // Never the Authorization header: it carries keys.
+                    // Never the Authorization header: it carries keys. A turn records its
+                    // thread and turn ids here (`turns::drive`): one span per request, since
+                    // every span is entered and left on each poll of the request's future.
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
                         path = %req.uri().path(),
-                        request_id
+                        request_id,
+                        thread_id = tracing::field::Empty,
+                        turn_id = tracing::field::Empty,
                     )
                 })
                 .on_request(())
