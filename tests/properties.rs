@@ -917,7 +917,7 @@ fn turn(thread_id: String) -> impl Strategy<Value = TurnRecord> {
             idempotency_key: b.4,
             request_sha256: b.5,
             audit: AuditRecord {
-                request: c.0,
+                request: c.0.map(Into::into),
                 response_is_json: c.1 .0,
                 response: c.1 .1,
                 status: c.2,

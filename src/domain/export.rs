@@ -368,7 +368,7 @@ pub fn read(text: &str) -> Result<ThreadExport, String> {
                     idempotency_key: t.idempotency_key,
                     request_sha256: t.request_sha256,
                     audit: AuditRecord {
-                        request: t.upstream.request_raw,
+                        request: t.upstream.request_raw.map(Into::into),
                         response: t.upstream.response_raw,
                         response_is_json: t.upstream.response_is_json,
                         status: t.upstream.status,

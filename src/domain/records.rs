@@ -109,7 +109,9 @@ pub struct TurnRecord {
 /// The upstream exchange of a turn (SPEC section 5).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuditRecord {
-    pub request: Option<String>,
+    /// The body sent, shared: the same bytes are sent, recorded, and kept to build and store
+    /// the thread's next request, without copies.
+    pub request: Option<std::sync::Arc<str>>,
     pub response: Option<String>,
     pub response_is_json: bool,
     pub status: Option<i64>,

@@ -58,14 +58,21 @@ impl Storage {
                 let turn = rows::turn(row)?;
                 let base: Option<String> = row.try_get("upstream_request_base")?;
                 let shared: Option<i64> = row.try_get("upstream_request_shared")?;
-                stored.insert(turn.id.clone(), (base, shared, turn.audit.request.clone()));
+                stored.insert(
+                    turn.id.clone(),
+                    (
+                        base,
+                        shared,
+                        turn.audit.request.as_deref().map(str::to_owned),
+                    ),
+                );
                 turns.push(turn);
             }
             // Requests stored as differences (audit.rs) are exported whole.
             let whole = audit::whole_requests(&stored)?;
             for turn in &mut turns {
                 if matches!(stored.get(&turn.id), Some((Some(_), _, _))) {
-                    turn.audit.request = whole.get(&turn.id).cloned();
+                    turn.audit.request = whole.get(&turn.id).map(|r| r.as_str().into());
                 }
             }
             Ok(Some(ThreadExport {

@@ -182,7 +182,9 @@ pub(super) fn turn(row: &impl Columns) -> Result<TurnRecord, Error> {
         idempotency_key: row.get("idempotency_key")?,
         request_sha256: row.get("request_sha256")?,
         audit: AuditRecord {
-            request: row.get("upstream_request")?,
+            request: row
+                .get::<Option<String>>("upstream_request")?
+                .map(Into::into),
             response: row.get("upstream_response")?,
             response_is_json: row.get::<i64>("upstream_response_json")? != 0,
             status: row.get("upstream_status")?,

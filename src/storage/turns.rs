@@ -357,7 +357,7 @@ impl Storage {
         let thread_id = thread_id.to_owned();
         let turn_id = turn_id.to_owned();
         // The request as sent, kept to store the thread's next request as a difference.
-        let request: Option<Arc<str>> = audit.request.take().map(Arc::from);
+        let request: Option<Arc<str>> = audit.request.take();
         let previous = self.contexts.last_request(&thread_id);
         // Stored as a difference from `previous` if the thread is still the one `previous`
         // was stored in (a thread deleted and imported again under its id is not).
@@ -543,7 +543,7 @@ impl Storage {
             Ok(closed) => closed,
             Err(error) => {
                 let closing = Arc::try_unwrap(ending).ok().map(|(outcome, mut audit)| {
-                    audit.request = request.map(|r| r.to_string());
+                    audit.request = request;
                     Closing {
                         outcome,
                         audit,
@@ -642,7 +642,9 @@ impl Storage {
         let Some(mut turn) = found else {
             return Ok(None);
         };
-        turn.audit.request = audit::whole_request(&mut conn, turn_id).await?;
+        turn.audit.request = audit::whole_request(&mut conn, turn_id)
+            .await?
+            .map(Into::into);
         Ok(Some(turn))
     }
 

@@ -91,6 +91,15 @@ impl Attempt {
     }
 }
 
+/// A request body shared between the audit record and the bytes sent (`Bytes::from_owner`).
+struct SharedBody(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 impl UpstreamClient {
     pub fn new(config: &Config) -> Result<Self, String> {
         let http = reqwest::Client::builder()
@@ -139,12 +148,13 @@ impl UpstreamClient {
         let started_at = ids::now();
         let started = Instant::now();
         let deadline = Instant::now() + self.timeouts.total;
+        let request: std::sync::Arc<str> = body.into();
         let mut audit = AuditRecord {
-            request: Some(body.clone()),
+            request: Some(request.clone()),
             started_at: Some(started_at),
             ..Default::default()
         };
-        let body = bytes::Bytes::from(body);
+        let body = bytes::Bytes::from_owner(SharedBody(request));
         let mut attempt_no = 0;
         let result = loop {
             attempt_no += 1;
