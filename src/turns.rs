@@ -165,7 +165,7 @@ struct Stages {
 impl Stages {
     /// Logs the turn's last line for an error of this service's own (its storage): what
     /// the stages took up to it, then hands the error back.
-    fn failed(self, error: ApiError) -> ApiError {
+    fn failed(self, model: &str, error: ApiError) -> ApiError {
         let Stages {
             store_input_us,
             context_us,
@@ -178,11 +178,18 @@ impl Stages {
             other => other.to_string(),
         };
         warn!(
-            store_input_us,
-            context_us, upstream_us, store_reply_us, "turn failed: {why}"
+            model,
+            store_input_us, context_us, upstream_us, store_reply_us, "turn failed: {why}"
         );
         error
     }
+}
+
+/// Names the thread and the turn on the current span (the request's, or the turn's own).
+fn record_turn(thread_id: &str, turn_id: &str) {
+    let span = tracing::Span::current();
+    span.record("thread_id", thread_id);
+    span.record("turn_id", turn_id);
 }
 
 fn micros(since: Instant) -> u64 {
@@ -245,7 +252,33 @@ pub async fn start_streaming_turn(
     }
 }
 
+/// Runs a turn in the request's span, which gets the thread's and the turn's ids once the
+/// turn has begun (see `http::router`: one span per request, since every span is entered and
+/// left on each poll); without one to record them on (a caller outside a request, or a log
+/// filter that leaves the request's span out), in a span of the turn's own.
 async fn drive(
+    state: AppState,
+    tenant: String,
+    thread_id: String,
+    request: TurnRequest,
+    on_begun: Option<oneshot::Sender<(String, Vec<String>)>>,
+    sink: Option<ChunkSink>,
+) -> ApiResult<FinishedTurn> {
+    if tracing::Span::current().has_field("turn_id") {
+        drive_in_span(state, tenant, thread_id, request, on_begun, sink).await
+    } else {
+        let span = tracing::info_span!(
+            "turn",
+            thread_id = tracing::field::Empty,
+            turn_id = tracing::field::Empty
+        );
+        drive_in_span(state, tenant, thread_id, request, on_begun, sink)
+            .instrument(span)
+            .await
+    }
+}
+
+async fn drive_in_span(
     state: AppState,
     tenant: String,
     thread_id: String,
@@ -255,10 +288,6 @@ async fn drive(
 ) -> ApiResult<FinishedTurn> {
     let started = Instant::now();
     let turn_id = ids::new_id();
-    // On the request's span (see `http::router`), so that every line of the turn names both.
-    let span = tracing::Span::current();
-    span.record("thread_id", thread_id.as_str());
-    span.record("turn_id", turn_id.as_str());
 
     // A thread this process is running a turn on is refused at once, without the database;
     // an idempotent repeat goes on, since it may be answered from its stored turn. (Another
@@ -302,7 +331,11 @@ async fn drive(
             context,
         } => (thread, options, input_message_ids, context),
         Begun::Refused(error) => return Err(error),
-        Begun::Replay(turn) => return replay(&state, *turn, on_begun, sink).await,
+        Begun::Replay(turn) => {
+            // The stored turn's id: this request's own was never used.
+            record_turn(&thread_id, &turn.id);
+            return replay(&state, *turn, on_begun, sink).await;
+        }
         Begun::NotFound => return Err(ApiError::NotFound("no such thread".into())),
         Begun::Busy => return Err(ApiError::ThreadBusy),
         Begun::KeyReused => return Err(ApiError::IdempotencyKeyReused),
@@ -313,6 +346,8 @@ async fn drive(
         &turn_id,
         storing + state.config.lease_ttl,
     );
+    // Recorded once the turn exists: a refused request names no turn.
+    record_turn(&thread_id, &turn_id);
     let stages = Stages {
         store_input_us: micros(storing),
         ..Stages::default()
@@ -361,7 +396,7 @@ async fn replay(
     on_begun: Option<oneshot::Sender<(String, Vec<String>)>>,
     sink: Option<ChunkSink>,
 ) -> ApiResult<FinishedTurn> {
-    info!(turn_id = %turn.id, "idempotent repeat: replaying the stored turn");
+    info!("idempotent repeat: replaying the stored turn");
     if let Some(on_begun) = on_begun {
         let input_ids: Vec<String> = serde_json::from_str(&turn.input_message_ids)
             .map_err(|e| ApiError::Internal(format!("stored input ids unreadable: {e}")))?;
@@ -403,7 +438,7 @@ async fn call_and_store(
                 let latency_ms = started.elapsed().as_millis() as i64;
                 let error =
                     end_as_failed(state, &thread.id, turn_id, e.into(), None, latency_ms).await;
-                return Err(stages.failed(error));
+                return Err(stages.failed(&options.model, error));
             }
         },
     };
@@ -447,16 +482,23 @@ async fn call_and_store(
     let (turn, output) = match finished {
         Ok(Finished::Stored(turn, output)) => (turn, output),
         Ok(Finished::Interrupted) => {
-            return Err(stages.failed(ApiError::TurnInterrupted {
-                turn_id: turn_id.to_owned(),
-            }))
+            return Err(stages.failed(
+                &options.model,
+                ApiError::TurnInterrupted {
+                    turn_id: turn_id.to_owned(),
+                },
+            ))
         }
         Ok(Finished::Gone) => {
-            return Err(stages.failed(ApiError::NotFound(
-                "the thread was deleted while this turn ran (the turn's lease had lapsed)".into(),
-            )))
+            return Err(stages.failed(
+                &options.model,
+                ApiError::NotFound(
+                    "the thread was deleted while this turn ran (the turn's lease had lapsed)"
+                        .into(),
+                ),
+            ))
         }
-        Err(e) => return Err(stages.failed(e)),
+        Err(e) => return Err(stages.failed(&options.model, e)),
     };
     let Stages {
         store_input_us,

@@ -203,6 +203,110 @@ async fn one_request_id_is_on_every_log_line_of_a_turn() {
             "turn line without ids: {line}"
         );
     }
+
+    // A streaming turn (its own task) names its turn too; an idempotent repeat names the
+    // turn it replays; a refused request names no turn at all.
+    let streamed = app
+        .turn_with(
+            &id,
+            r#"{"input":"stream me","stream":true}"#,
+            &[("x-request-id", "req-ops-stream")],
+        )
+        .await;
+    assert_eq!(streamed.status, 200, "{streamed:?}");
+    let keyed = r#"{"input":"once"}"#;
+    let first = app
+        .turn_with(&id, keyed, &[("Idempotency-Key", "ops-key")])
+        .await
+        .expect(200);
+    app.turn_with(
+        &id,
+        keyed,
+        &[
+            ("Idempotency-Key", "ops-key"),
+            ("x-request-id", "req-ops-repeat"),
+        ],
+    )
+    .await
+    .expect(200);
+    let missing = "01a22629-bbf7-7381-8d57-81d2567d2e15";
+    app.turn_with(
+        missing,
+        r#"{"input":"nobody"}"#,
+        &[("x-request-id", "req-ops-404")],
+    )
+    .await
+    .expect_error(404, "not_found");
+    let turns = app
+        .get(&format!("/v1/threads/{id}/turns"))
+        .await
+        .expect(200);
+    let turn_ids: Vec<&str> = turns["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    let lines: Vec<Value> = app
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    let of_request = |request_id: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == request_id)
+            .cloned()
+            .collect()
+    };
+    let stream_lines = of_request("req-ops-stream");
+    let streamed_turn = stream_lines
+        .iter()
+        .find(|l| l["message"] == "turn completed")
+        .unwrap_or_else(|| panic!("no turn completed line for the stream: {stream_lines:?}"));
+    let streamed_id = streamed_turn["span"]["turn_id"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(turn_ids.contains(&streamed_id), "{streamed_turn}");
+    assert_eq!(streamed_turn["span"]["thread_id"], id.as_str());
+    let repeat = of_request("req-ops-repeat");
+    assert!(
+        repeat
+            .iter()
+            .any(|l| l["message"] == "idempotent repeat: replaying the stored turn"),
+        "{repeat:?}"
+    );
+    for line in &repeat {
+        assert_eq!(line["span"]["turn_id"], first["id"], "{line}");
+    }
+    let refused = of_request("req-ops-404");
+    assert!(!refused.is_empty(), "no line for the refused request");
+    for line in &refused {
+        assert!(line["span"].get("turn_id").is_none(), "{line}");
+    }
+}
+
+// A log filter that leaves the request's span out (it is `threadkeeper::http`'s) still gets
+// the turn's ids on the turn's lines, from a span of the turn's own.
+#[tokio::test]
+async fn a_filter_without_the_request_span_keeps_the_ids_on_a_turn() {
+    let app = spawn_app_with(
+        Opts::default()
+            .rust_log("warn,threadkeeper::turns=info,threadkeeper::cli=info")
+            .args(&["--log-format", "json"]),
+    )
+    .await;
+    let id = app.new_thread_id(&json!({})).await;
+    let turn = app.turn_ok(&id, &json!({"input": "hello"})).await;
+    let logs = app.logs();
+    let completed: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "turn completed")
+        .unwrap_or_else(|| panic!("no turn completed line:\n{logs}"));
+    assert_eq!(completed["span"]["name"], "turn", "{completed}");
+    assert_eq!(completed["span"]["thread_id"], id.as_str(), "{completed}");
+    assert_eq!(completed["span"]["turn_id"], turn["id"], "{completed}");
 }
 
 /// Starts a turn whose upstream answers after 1.5 s, waits until the model is called, then
