@@ -185,6 +185,23 @@ impl Stages {
     }
 }
 
+/// The span a turn runs in: the request's (see `http::router`: one span per request, since
+/// every span is entered and left on each poll), or, without one to record the ids on (a
+/// caller outside a request, or a log filter that leaves the request's span out), a span of
+/// the turn's own.
+fn turn_span() -> tracing::Span {
+    let current = tracing::Span::current();
+    if current.has_field("turn_id") {
+        current
+    } else {
+        tracing::info_span!(
+            "turn",
+            thread_id = tracing::field::Empty,
+            turn_id = tracing::field::Empty
+        )
+    }
+}
+
 /// Names the thread and the turn on the current span (the request's, or the turn's own).
 fn record_turn(thread_id: &str, turn_id: &str) {
     let span = tracing::Span::current();
@@ -203,7 +220,7 @@ pub async fn run_turn(
     thread_id: String,
     request: TurnRequest,
 ) -> ApiResult<FinishedTurn> {
-    let span = tracing::Span::current();
+    let span = turn_span();
     let tracker = state.turns.clone();
     tracker
         .spawn(drive(state, tenant, thread_id, request, None, None).instrument(span))
@@ -220,7 +237,7 @@ pub async fn start_streaming_turn(
     thread_id: String,
     request: TurnRequest,
 ) -> ApiResult<StreamingTurn> {
-    let span = tracing::Span::current();
+    let span = turn_span();
     let (begun_tx, begun_rx) = oneshot::channel();
     let (chunk_tx, chunks) = mpsc::unbounded_channel();
     // Tracked, like every turn: shutdown waits for it even when its client has left.
@@ -252,33 +269,9 @@ pub async fn start_streaming_turn(
     }
 }
 
-/// Runs a turn in the request's span, which gets the thread's and the turn's ids once the
-/// turn has begun (see `http::router`: one span per request, since every span is entered and
-/// left on each poll); without one to record them on (a caller outside a request, or a log
-/// filter that leaves the request's span out), in a span of the turn's own.
+/// Runs a turn in `turn_span()` (which gets the thread's and the turn's ids once the turn has
+/// begun).
 async fn drive(
-    state: AppState,
-    tenant: String,
-    thread_id: String,
-    request: TurnRequest,
-    on_begun: Option<oneshot::Sender<(String, Vec<String>)>>,
-    sink: Option<ChunkSink>,
-) -> ApiResult<FinishedTurn> {
-    if tracing::Span::current().has_field("turn_id") {
-        drive_in_span(state, tenant, thread_id, request, on_begun, sink).await
-    } else {
-        let span = tracing::info_span!(
-            "turn",
-            thread_id = tracing::field::Empty,
-            turn_id = tracing::field::Empty
-        );
-        drive_in_span(state, tenant, thread_id, request, on_begun, sink)
-            .instrument(span)
-            .await
-    }
-}
-
-async fn drive_in_span(
     state: AppState,
     tenant: String,
     thread_id: String,
