@@ -1,14 +1,16 @@
 //! Gives memory back to the operating system once the service goes quiet.
 //!
-//! glibc's allocator keeps what a burst of turns freed (request bodies, replies, contexts
-//! the cache let go) in its arenas for reuse, so a service left idle after load stayed near
-//! its peak resident size: 105 MB after the benchmark's load, of which `malloc_trim` gave
-//! back 25 MB (BENCHMARKS.md). So once after each burst this task trims the heap: at the
-//! first one-second tick that finds no API request (`/v1`) arrived since the tick before and
-//! no turn running, which is one to two seconds after the last request arrived. It does not
-//! trim while requests keep arriving, nor between turns that come less than a second apart;
-//! health checks and metrics scrapes do not count as activity. Only glibc has `malloc_trim`:
-//! elsewhere the task does nothing.
+//! Allocators keep what a burst of turns freed (request bodies, replies, contexts the cache
+//! let go) for reuse, so a service left idle after load stayed near its peak resident size:
+//! with glibc's allocator 105 MB after the benchmark's load, of which `malloc_trim` gave back
+//! 25 MB; with mimalloc (the binary's allocator since) 111 MB, of which `mi_collect` gives
+//! back about 18 (BENCHMARKS.md). So once after each burst this task asks both (mimalloc for
+//! the service's own allocations, glibc for SQLite's): at the first one-second tick that
+//! finds no API request (`/v1`) arrived since the tick before and no turn running, which is
+//! one to two seconds after the last request arrived. It does not trim while requests keep
+//! arriving, nor between turns that come less than a second apart; health checks and metrics
+//! scrapes do not count as activity. Only glibc has `malloc_trim`: elsewhere only mimalloc
+//! is asked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,9 +32,7 @@ pub fn note_request() {
 /// Trims the heap after each burst of requests, once the service is quiet (until the task
 /// is dropped).
 pub async fn release_when_idle(turns: TaskTracker) {
-    if cfg!(all(target_os = "linux", target_env = "gnu")) {
-        trim_when_idle(&turns, &REQUESTS, trim).await;
-    }
+    trim_when_idle(&turns, &REQUESTS, trim).await;
 }
 
 /// Runs `trim` when `IdleTrims` says so, from the `requests` count and `turns`.
@@ -79,8 +79,12 @@ impl IdleTrims {
     }
 }
 
-/// Gives the heap's free memory back to the OS; whether there was any to give.
+/// Gives the heaps' free memory back to the OS; whether glibc had any to give.
 fn trim() -> bool {
+    // SAFETY: `mi_collect` takes no pointers and may be called from any thread: it collects
+    // this thread's heap and purges the memory every thread has given back to mimalloc. (In
+    // a process whose global allocator is not mimalloc, it has next to nothing to do.)
+    unsafe { libmimalloc_sys::mi_collect(true) };
     // SAFETY: `malloc_trim` takes no pointers; it works on glibc's own heap under glibc's
     // own locks, so it is safe to call at any time from any thread.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
