@@ -29,7 +29,7 @@ KERNEL = [
 ]
 
 USER = [
-    ("malloc/free", re.compile(r"^(_int_malloc|_int_free|malloc|free|cfree|realloc|calloc|malloc_consolidate|unlink_chunk|_int_realloc|tcache|__libc_malloc|__libc_free|sysmalloc|alloc::alloc|__rust_alloc|__rust_dealloc|__rdl_)")),
+    ("malloc/free", re.compile(r"^(_int_malloc|_int_free|malloc|free|cfree|realloc|calloc|malloc_consolidate|unlink_chunk|_int_realloc|tcache|__libc_malloc|__libc_free|sysmalloc|alloc::alloc|__rust_alloc|__rust_dealloc|__rdl_|mi_|_mi_)")),
     ("memcpy/memmove/memcmp", re.compile(r"^__mem(move|cpy|set|cmp)|^mem(cpy|move|set|cmp)")),
     ("SQLite engine", re.compile(r"^(sqlite3|pcache|wal|btree|vdbe|getPage|releaseMem|moveTo|balance|pager|unixSync|unixWrite|unixRead|fillInCell|insertCell|accessPayload|yy|lookupName|resolve|whereLoop|whereShortCut|exprAnalyze|blobSeekToRow)", re.I)),
     ("sqlx driver", re.compile(r"sqlx_")),
