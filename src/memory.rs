@@ -3,8 +3,8 @@
 //! Allocators keep what a burst of turns freed (request bodies, replies, contexts the cache
 //! let go) for reuse, so a service left idle after load stayed near its peak resident size:
 //! with glibc's allocator 105 MB after the benchmark's load, of which `malloc_trim` gave back
-//! 25 MB; with mimalloc (the binary's allocator since) 111 MB, of which `mi_collect` gives
-//! back about 18 (BENCHMARKS.md). So once after each burst this task asks both (mimalloc for
+//! 25 MB; with mimalloc (the binary's allocator since) 111 MB in a run without `mi_collect`
+//! against 90-94 MB in six runs with it (BENCHMARKS.md). So once after each burst this task asks both (mimalloc for
 //! the service's own allocations, glibc for SQLite's): at the first one-second tick that
 //! finds no API request (`/v1`) arrived since the tick before and no turn running, which is
 //! one to two seconds after the last request arrived. It does not trim while requests keep
@@ -81,10 +81,17 @@ impl IdleTrims {
 
 /// Gives the heaps' free memory back to the OS; whether glibc had any to give.
 fn trim() -> bool {
-    // SAFETY: `mi_collect` takes no pointers and may be called from any thread: it collects
-    // this thread's heap and purges the memory every thread has given back to mimalloc. (In
-    // a process whose global allocator is not mimalloc, it has next to nothing to do.)
-    unsafe { libmimalloc_sys::mi_collect(true) };
+    // SAFETY: neither takes a pointer, and both may be called from any thread. `mi_collect`
+    // collects this thread's heap, then gives back to the OS the pages that every thread has
+    // returned to mimalloc's arenas (idle threads never get round to it); it skips all of
+    // that on a thread whose heap was never set up, as a blocking thread that has not
+    // allocated yet may be, hence `mi_thread_init` first. Pages that the async workers still
+    // hold stay theirs. In a process whose global allocator is not mimalloc there is next to
+    // nothing to do.
+    unsafe {
+        libmimalloc_sys::mi_thread_init();
+        libmimalloc_sys::mi_collect(true);
+    }
     // SAFETY: `malloc_trim` takes no pointers; it works on glibc's own heap under glibc's
     // own locks, so it is safe to call at any time from any thread.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -209,7 +209,9 @@ impl ContextCache {
 
 /// What one heap allocation of `len` bytes takes from glibc's allocator: the bytes and an
 /// 8-byte header, rounded up to 16, at least 32. Counted so that the budget is near the memory
-/// the cache really holds: a message is a score of allocations, many of them small.
+/// the cache really holds: a message is a score of allocations, many of them small. (The
+/// binary allocates with mimalloc, which has no header and finer size classes: there this
+/// counts small allocations high, and the cache holds somewhat less than its budget.)
 fn allocated(len: usize) -> usize {
     if len == 0 {
         0

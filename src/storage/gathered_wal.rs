@@ -46,7 +46,8 @@ const MAX_WRITE: usize = 0x1f000;
 /// The buffer's allocation, made once and kept: a buffer at most MAX_BUFFERED long when a
 /// write arrives, plus that write (a page, at most 64 KiB), plus a commit frame's header
 /// kept with its page. Growing and shrinking it per transaction would map and unmap memory
-/// each time (glibc serves these sizes with mmap).
+/// each time (glibc serves these sizes with mmap; mimalloc, the binary's allocator, would
+/// move them between its size classes).
 const CAPACITY: usize = MAX_BUFFERED + (64 << 10) + FRAME_HEADER;
 /// A frame header: page number, database size after a commit (0 for other frames), salts
 /// and checksums, each a 4-byte big-endian word (https://sqlite.org/fileformat.html#walformat).
