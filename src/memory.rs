@@ -4,13 +4,13 @@
 //! let go) for reuse, so a service left idle after load stayed near its peak resident size:
 //! with glibc's allocator 105 MB after the benchmark's load, of which `malloc_trim` gave back
 //! 25 MB; with mimalloc (the binary's allocator since) 111 MB in a run without `mi_collect`
-//! against 90-94 MB in six runs with it (BENCHMARKS.md). So once after each burst this task asks both (mimalloc for
-//! the service's own allocations, glibc for SQLite's): at the first one-second tick that
-//! finds no API request (`/v1`) arrived since the tick before and no turn running, which is
-//! one to two seconds after the last request arrived. It does not trim while requests keep
-//! arriving, nor between turns that come less than a second apart; health checks and metrics
-//! scrapes do not count as activity. Only glibc has `malloc_trim`: elsewhere only mimalloc
-//! is asked.
+//! against 90-94 MB in six runs with it (BENCHMARKS.md). So once after each burst this task
+//! asks both (mimalloc for the service's own allocations, glibc for SQLite's): at the first
+//! one-second tick that finds no API request (`/v1`) arrived since the tick before and no
+//! turn running, which is one to two seconds after the last request arrived. It does not
+//! trim while requests keep arriving, nor between turns that come less than a second apart;
+//! health checks and metrics scrapes do not count as activity. Only glibc has `malloc_trim`:
+//! elsewhere only mimalloc is asked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
