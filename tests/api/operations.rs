@@ -427,6 +427,13 @@ async fn a_turn_taken_over_while_the_model_worked_keeps_its_exchange_and_answers
         assert!(failed[0][stage].is_u64(), "no {stage} on {}", failed[0]);
     }
     assert!(failed[0]["upstream_us"].as_u64().unwrap() >= 1_000_000);
+    // The line names the model the stalled turn called.
+    assert_eq!(
+        failed[0]["model"],
+        app.fake.requests()[sent].json()["model"],
+        "{}",
+        failed[0]
+    );
     let m = series(&app.api.get("/metrics").await.text);
     assert_eq!(
         m.get(r#"threadkeeper_turns_total{status="interrupted"}"#),
